@@ -1,0 +1,432 @@
+package cache
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+)
+
+func TestExpiration(t *testing.T) {
+	now := time.Unix(1_750_000_000, 0)
+	const day = 24 * time.Hour
+	tests := []struct {
+		ttl  time.Duration
+		want int32
+	}{
+		{0, 0},
+		{-time.Second, 0},
+		{time.Nanosecond, 1},
+		{time.Second, 1},
+		{1500 * time.Millisecond, 2},
+		{time.Hour, 3600},
+		{30*day - time.Second, 2591999},
+		{30 * day, 2592000}, // the largest relative value
+		{30*day + time.Millisecond, 1_750_000_000 + 2592001}, // absolute from here on
+		{31 * day, 1_750_000_000 + 31*86400},
+		{365 * day, 1_750_000_000 + 365*86400},
+		{100 * 365 * day, math.MaxInt32}, // past 2038: clamped
+		{math.MaxInt64, math.MaxInt32},
+	}
+	for _, tt := range tests {
+		if got := expiration(tt.ttl, now); got != tt.want {
+			t.Errorf("expiration(%v) = %d, want %d", tt.ttl, got, tt.want)
+		}
+	}
+}
+
+func TestNewMemcachedErrors(t *testing.T) {
+	for _, servers := range [][]string{nil, {"127.0.0.1:99999"}, {"127.0.0.1:11211", "no-port"}} {
+		if m, err := NewMemcached(MemcachedOptions{Servers: servers}); err == nil {
+			m.Close()
+			t.Errorf("NewMemcached(%q) succeeded, want an error", servers)
+		}
+	}
+}
+
+// memcachedServer is a memcached process owned by one test.
+type memcachedServer struct {
+	t      *testing.T
+	port   string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the process has been reaped
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// startMemcached runs memcached on a free port until the test ends.
+func startMemcached(t *testing.T) *memcachedServer {
+	t.Helper()
+	s := &memcachedServer{t: t, port: freePort(t)}
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *memcachedServer) addr() string { return "127.0.0.1:" + s.port }
+
+// start runs memcached on s.port and waits (at most 5s) until it accepts
+// connections.
+func (s *memcachedServer) start() {
+	t := s.t
+	t.Helper()
+	bin, err := exec.LookPath("memcached")
+	if err != nil {
+		t.Fatal("memcached not found: install it with `apt-get install -y memcached`")
+	}
+	args := []string{"-p", s.port, "-l", "127.0.0.1", "-U", "0"}
+	if os.Geteuid() == 0 {
+		args = append(args, "-u", "root") // memcached refuses to run as root without -u
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting memcached: %v", err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	s.cmd, s.exited = cmd, exited
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", s.addr(), 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("memcached on port %s exited: %v: %s", s.port, waitErr, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			t.Fatalf("memcached on port %s did not accept connections within 5s: %s", s.port, stderr.String())
+		}
+	}
+}
+
+// stop kills memcached and waits until it is gone. It is idempotent.
+func (s *memcachedServer) stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+	s.cmd = nil
+}
+
+func newTestMemcached(t *testing.T, o MemcachedOptions) *Memcached {
+	t.Helper()
+	m, err := NewMemcached(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func TestMemcachedSetGet(t *testing.T) {
+	srv := startMemcached(t)
+	m := newTestMemcached(t, MemcachedOptions{Servers: []string{srv.addr()}})
+
+	if _, err := m.Get("absent"); !errors.Is(err, ErrMiss) {
+		t.Fatalf("Get(absent) err = %v, want ErrMiss", err)
+	}
+	entry := EncodeEntry(nil, Entry{Stream: true, Body: []byte("data: [DONE]\n\n"), Upstream: "groq", StoredAt: time.Now()})
+	for _, v := range [][]byte{entry, []byte("second value"), {}} {
+		if err := m.Set("switchyard:v1:k", v, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.Get("switchyard:v1:k")
+		if err != nil || !bytes.Equal(got, v) {
+			t.Fatalf("Get = %q, %v; want %q", got, err, v)
+		}
+	}
+	// Client-side key validation is not a server failure.
+	if _, err := m.Get("has space"); err == nil || errors.Is(err, ErrMiss) {
+		t.Fatalf("Get(malformed key) err = %v, want a wrapped ErrMalformedKey", err)
+	} else if !errors.Is(err, memcache.ErrMalformedKey) || !strings.HasPrefix(err.Error(), "memcached get: ") {
+		t.Fatalf("Get(malformed key) err = %v", err)
+	}
+	if m.breaker.Metrics().Failures() != 0 {
+		t.Fatalf("breaker counted %d failures for misses and bad keys", m.breaker.Metrics().Failures())
+	}
+}
+
+func TestMemcachedTwoServersShardKeys(t *testing.T) {
+	a, b := startMemcached(t), startMemcached(t)
+	m := newTestMemcached(t, MemcachedOptions{Servers: []string{a.addr(), b.addr()}})
+	const n = 40
+	for i := range n {
+		if err := m.Set("key-"+strconv.Itoa(i), []byte{byte(i)}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	onA, onB := 0, 0
+	for _, s := range []struct {
+		srv   *memcachedServer
+		count *int
+	}{{a, &onA}, {b, &onB}} {
+		direct := memcache.New(s.srv.addr())
+		for i := range n {
+			if _, err := direct.Get("key-" + strconv.Itoa(i)); err == nil {
+				*s.count++
+			}
+		}
+		direct.Close()
+	}
+	if onA == 0 || onB == 0 || onA+onB != n {
+		t.Fatalf("keys on servers: %d and %d, want both > 0 and %d in total", onA, onB, n)
+	}
+	for i := range n {
+		if v, err := m.Get("key-" + strconv.Itoa(i)); err != nil || v[0] != byte(i) {
+			t.Fatalf("Get(key-%d) = %v, %v", i, v, err)
+		}
+	}
+}
+
+func TestMemcachedExpiration(t *testing.T) {
+	srv := startMemcached(t)
+	m := newTestMemcached(t, MemcachedOptions{Servers: []string{srv.addr()}})
+
+	// A TTL over 30 days must be sent as an absolute time. Sent as relative
+	// seconds, memcached reads it as a 1970 timestamp: the item is gone at once.
+	direct := memcache.New(srv.addr())
+	defer direct.Close()
+	if err := direct.Set(&memcache.Item{Key: "naive", Value: []byte("v"), Expiration: 31 * 86400}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Get("naive"); !errors.Is(err, memcache.ErrCacheMiss) {
+		t.Fatalf("naive 31-day expiration: err = %v; the test premise (memcached treats it as absolute) does not hold", err)
+	}
+	if err := m.Set("long", []byte("v"), 31*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Get("long"); err != nil {
+		t.Fatalf("31-day TTL item not retrievable: %v", err)
+	}
+
+	if err := m.Set("short", []byte("v"), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Incr("short-ctr", 3, time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Get("short"); err != nil {
+		t.Fatalf("1s TTL item missing right away: %v", err)
+	}
+	// memcached's clock ticks once a second: allow up to ~3s.
+	deadline := time.Now().Add(4 * time.Second)
+	for {
+		_, err := m.Get("short")
+		v, verr := m.Value("short-ctr")
+		if errors.Is(err, ErrMiss) && v == 0 && verr == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("1s TTL: item err=%v, counter=%d (%v) after 4s", err, v, verr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := m.Get("long"); err != nil {
+		t.Fatalf("31-day TTL item gone after a few seconds: %v", err)
+	}
+}
+
+func TestMemcachedTooLarge(t *testing.T) {
+	srv := startMemcached(t) // default item size limit -I 1m
+	m := newTestMemcached(t, MemcachedOptions{Servers: []string{srv.addr()}})
+	over := oversizeTotal.Get()
+	key := strings.Repeat("k", 250) // the longest legal key
+	limit := (1 << 20) - memcachedItemOverhead - len(key)
+	if err := m.Set(key, make([]byte, limit), 0); err != nil {
+		t.Fatalf("largest allowed value (%d bytes) rejected by memcached: %v", limit, err)
+	}
+	if got, err := m.Get(key); err != nil || len(got) != limit {
+		t.Fatalf("Get largest value: %d bytes, %v", len(got), err)
+	}
+	if err := m.Set(key, make([]byte, limit+1), 0); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Set over the limit: err = %v, want ErrTooLarge", err)
+	}
+	if got := oversizeTotal.Get() - over; got != 1 {
+		t.Fatalf("oversize counted %d, want 1", got)
+	}
+	if m.breaker.Metrics().Failures() != 0 {
+		t.Fatal("an oversize value reached the breaker")
+	}
+}
+
+func TestMemcachedCounters(t *testing.T) {
+	srv := startMemcached(t)
+	m1 := newTestMemcached(t, MemcachedOptions{Servers: []string{srv.addr()}})
+	m2 := newTestMemcached(t, MemcachedOptions{Servers: []string{srv.addr()}})
+	exp := time.Now().Add(time.Hour)
+
+	if v, err := m1.Value("quota:a"); v != 0 || err != nil {
+		t.Fatalf("Value(missing) = %d, %v; want 0, nil", v, err)
+	}
+	for i, want := range []uint64{5, 6, 16} {
+		if v, err := m1.Incr("quota:a", []uint64{5, 1, 10}[i], exp); v != want || err != nil {
+			t.Fatalf("Incr #%d = %d, %v; want %d", i, v, err, want)
+		}
+	}
+	if v, err := m2.Value("quota:a"); v != 16 || err != nil {
+		t.Fatalf("Value from the other client = %d, %v; want 16", v, err)
+	}
+
+	// Two clients racing to create and bump the same counter.
+	const perGoroutine, goroutines = 100, 4
+	var wg sync.WaitGroup
+	for _, m := range []*Memcached{m1, m2} {
+		for range goroutines {
+			wg.Go(func() {
+				for range perGoroutine {
+					if _, err := m.Incr("quota:race", 2, exp); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	want := uint64(2 * 2 * goroutines * perGoroutine)
+	if v, err := m1.Value("quota:race"); v != want || err != nil {
+		t.Fatalf("after concurrent Incr: %d, %v; want %d", v, err, want)
+	}
+
+	// memcached pads a counter that shrank in place ("9 " after decr from 10).
+	direct := memcache.New(srv.addr())
+	defer direct.Close()
+	if err := direct.Set(&memcache.Item{Key: "quota:pad", Value: []byte("10")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Decrement("quota:pad", 1); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := m1.Value("quota:pad"); v != 9 || err != nil {
+		t.Fatalf("Value of shrunk counter = %d, %v; want 9", v, err)
+	}
+	if err := direct.Set(&memcache.Item{Key: "quota:text", Value: []byte("abc")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m1.Value("quota:text"); err == nil {
+		t.Fatal("Value of a non-numeric item: want an error")
+	}
+}
+
+func TestMemcachedBreaker(t *testing.T) {
+	srv := startMemcached(t)
+	m := newTestMemcached(t, MemcachedOptions{
+		Servers:      []string{srv.addr()},
+		BreakerDelay: 200 * time.Millisecond,
+	})
+	gauge := func() string {
+		var b bytes.Buffer
+		metrics.WritePrometheus(&b, false)
+		for line := range strings.Lines(b.String()) {
+			if v, ok := strings.CutPrefix(line, "switchyard_cache_breaker_state "); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		return "missing"
+	}
+	getErrors := memcachedGetErrors.Get()
+	if err := m.Set("k", []byte("v"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if g := gauge(); g != "0" {
+		t.Fatalf("breaker gauge = %s, want 0 (closed)", g)
+	}
+
+	srv.stop()
+	// Until the breaker opens, operations reach the (dead) network.
+	failures := 0
+	for i := 0; i < 10 && !m.breaker.IsOpen(); i++ {
+		_, err := m.Get("k")
+		if err == nil || errors.Is(err, ErrMiss) {
+			t.Fatalf("Get with memcached down: err = %v", err)
+		}
+		if errors.Is(err, circuitbreaker.ErrOpen) {
+			t.Fatalf("breaker open after %d failures, want 5", failures)
+		}
+		failures++
+	}
+	if failures != 5 || !m.breaker.IsOpen() {
+		t.Fatalf("breaker open=%v after %d failures, want open after 5", m.breaker.IsOpen(), failures)
+	}
+	if g := gauge(); g != "2" {
+		t.Fatalf("breaker gauge = %s, want 2 (open)", g)
+	}
+	// Open: every operation fails at once without touching the network.
+	start := time.Now()
+	fast := 0
+	for i := range 100 {
+		var err error
+		switch i % 3 {
+		case 0:
+			_, err = m.Get("k")
+		case 1:
+			err = m.Set("k", []byte("v"), time.Minute)
+		case 2:
+			_, err = m.Incr("c", 1, time.Time{})
+		}
+		if err == nil {
+			t.Fatal("operation succeeded with memcached down")
+		}
+		if errors.Is(err, circuitbreaker.ErrOpen) {
+			fast++
+		}
+	}
+	if elapsed := time.Since(start); elapsed > time.Second {
+		t.Fatalf("100 operations against an open breaker took %v", elapsed)
+	}
+	if fast < 90 {
+		t.Fatalf("only %d of 100 operations were refused by the open breaker", fast)
+	}
+	if got := memcachedGetErrors.Get() - getErrors; got < 5 {
+		t.Fatalf("get errors counted %d, want at least 5", got)
+	}
+
+	// memcached comes back on the same port: after the breaker delay a probe
+	// goes through and caching resumes by itself.
+	srv.start()
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Set("k", []byte("back"), time.Minute) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("Set still failing 5s after memcached restarted")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got, err := m.Get("k"); err != nil || string(got) != "back" {
+		t.Fatalf("Get after recovery = %q, %v", got, err)
+	}
+	if !m.breaker.IsClosed() {
+		t.Fatalf("breaker %v after recovery, want closed", m.breaker.State())
+	}
+	if g := gauge(); g != "0" {
+		t.Fatalf("breaker gauge = %s after recovery, want 0", g)
+	}
+}

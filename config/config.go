@@ -1,0 +1,508 @@
+// Package config is Switchyard's configuration: the YAML schema, its
+// defaults, ${VAR} expansion from the environment, strict decoding and
+// validation.
+//
+// Loading happens in three steps, each usable alone: Default returns the
+// built-in defaults, Parse decodes a YAML document over them (unknown keys are
+// an error naming the key) and validates the result, and Load only opens the
+// file and calls Parse. Every validation error names the YAML path of the bad
+// field, e.g. "upstreams[1].base_url: must be an http(s) URL".
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Provider names accepted in upstreams[].provider.
+const (
+	ProviderGroq        = "groq"
+	ProviderHuggingFace = "huggingface"
+	ProviderOpenAI      = "openai"
+)
+
+// Quota units and periods accepted in upstreams[].quota.
+const (
+	UnitRequests = "requests"
+	UnitTokens   = "tokens"
+	UnitChars    = "chars"
+	PeriodDay    = "day"
+	PeriodMonth  = "month"
+)
+
+// Stream commit modes accepted in streaming.commit.
+const (
+	CommitFirstEvent = "first_event"
+	CommitComplete   = "complete"
+)
+
+// DefaultBaseURLs maps each provider to the base URL used when an upstream
+// leaves base_url empty. The generic "openai" provider has no default besides
+// OpenAI's own API.
+var DefaultBaseURLs = map[string]string{
+	ProviderGroq:        "https://api.groq.com/openai/v1",
+	ProviderHuggingFace: "https://router.huggingface.co/v1",
+	ProviderOpenAI:      "https://api.openai.com/v1",
+}
+
+// Config is the whole configuration file.
+type Config struct {
+	// Listen is the address the proxy serves on. Default "127.0.0.1:8080".
+	Listen string `yaml:"listen"`
+	// AdminListen, when set, serves /metrics and /status on a separate
+	// address (so the app container cannot read them). Default "": those
+	// endpoints are on Listen.
+	AdminListen string `yaml:"admin_listen"`
+	// MaxBodyBytes is the largest request body accepted; larger bodies get
+	// 413. Default 10485760 (10 MiB).
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// ShutdownGrace is how long in-flight requests and streams may run after
+	// SIGTERM before the process exits anyway. Default 30s.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `yaml:"log_level"`
+
+	Cache     Cache      `yaml:"cache"`
+	Breaker   Breaker    `yaml:"breaker"`
+	Routing   Routing    `yaml:"routing"`
+	Streaming Streaming  `yaml:"streaming"`
+	Auth      Auth       `yaml:"auth"`
+	Upstreams []Upstream `yaml:"upstreams"`
+}
+
+// Cache configures the response cache.
+type Cache struct {
+	// Memcached lists memcached servers ("host:port"); keys are sharded
+	// across them. Empty (the default) selects the embedded in-process cache.
+	Memcached []string `yaml:"memcached"`
+	// TTL is how long an answer stays cached. Default 720h (30 days).
+	TTL time.Duration `yaml:"ttl"`
+	// Namespace prefixes every cache key ("<namespace>:v1:<hash>"), so
+	// several deployments can share one memcached. Default "switchyard".
+	Namespace string `yaml:"namespace"`
+	// MaxBytes bounds the embedded cache's memory. Default 268435456 (256 MiB).
+	MaxBytes int64 `yaml:"max_bytes"`
+	// Timeout bounds each memcached operation. Default 100ms; a slow or dead
+	// memcached costs at most this, then its breaker opens.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxItemBytes is memcached's item size limit (its -I flag). Larger
+	// answers are compressed, and skipped if still too large. Default 1048576.
+	MaxItemBytes int `yaml:"max_item_bytes"`
+}
+
+// Breaker configures the per-deployment circuit breakers.
+type Breaker struct {
+	// FailureThreshold consecutive failures open the breaker. Default 5.
+	FailureThreshold int `yaml:"failure_threshold"`
+	// Delay is how long an open breaker waits before letting a trial call
+	// through (half-open). Default 60s.
+	Delay time.Duration `yaml:"delay"`
+	// SuccessThreshold successful trial calls close it again. Default 1.
+	SuccessThreshold int `yaml:"success_threshold"`
+}
+
+// Routing configures how upstreams are ranked.
+type Routing struct {
+	// Weights of the score health*w.health + quota*w.quota + latency*w.latency.
+	// Defaults 0.4, 0.3, 0.3.
+	Weights Weights `yaml:"weights"`
+}
+
+// Weights are the score weights; each is in [0,1] and they may not all be 0.
+type Weights struct {
+	Health  float64 `yaml:"health"`
+	Quota   float64 `yaml:"quota"`
+	Latency float64 `yaml:"latency"`
+}
+
+// Streaming configures how streamed answers are relayed.
+type Streaming struct {
+	// Commit is first_event (default: the client's stream starts with the
+	// upstream's first event; a later failure ends it with an in-band error)
+	// or complete (the whole upstream stream is read before anything is sent,
+	// so any failure fails over invisibly).
+	Commit string `yaml:"commit"`
+}
+
+// Auth configures optional inbound authentication.
+type Auth struct {
+	// Keys, when non-empty, are the bearer tokens clients must send in
+	// Authorization. Default empty: no inbound auth.
+	Keys []string `yaml:"keys"`
+}
+
+// Upstream is one OpenAI-compatible server with one API key.
+type Upstream struct {
+	// Name identifies the upstream in logs, metrics and /status. Required,
+	// unique, [A-Za-z0-9_.-].
+	Name string `yaml:"name"`
+	// Provider is groq, huggingface or openai (any OpenAI-compatible server).
+	Provider string `yaml:"provider"`
+	// BaseURL is the API root including /v1. Default per provider.
+	BaseURL string `yaml:"base_url"`
+	// APIKey is sent as "Authorization: Bearer <key>". Empty: the upstream is
+	// unconfigured and skipped (reported in /status), not an error.
+	APIKey string `yaml:"api_key"`
+	// Priority: lower is tried first; equal priorities are ranked by score.
+	// Default 0.
+	Priority int `yaml:"priority"`
+	// Timeout is the whole-response deadline for non-streaming calls.
+	// Default 60s.
+	Timeout time.Duration `yaml:"timeout"`
+	// FirstTokenTimeout bounds, for streams, the wait for headers and the
+	// first event. Default 10s.
+	FirstTokenTimeout time.Duration `yaml:"first_token_timeout"`
+	// IdleTimeout bounds, for streams, the wait between two events.
+	// Default 10s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// Models maps client-facing aliases to this upstream's model names. When
+	// set, the upstream serves exactly these aliases; when empty it serves
+	// any model, passed unchanged.
+	Models map[string]string `yaml:"models"`
+	// Quota is the upstream's own allowance; Limit 0 (default) means unknown.
+	Quota Quota `yaml:"quota"`
+	// QuotaGroup makes upstreams share one quota count and one view of the
+	// rate-limit headers (Groq limits apply per organization, not per key).
+	QuotaGroup string `yaml:"quota_group"`
+	// Retry retries transient failures on this same upstream before failing
+	// over. Default: no retry.
+	Retry Retry `yaml:"retry"`
+}
+
+// Quota is an allowance per period.
+type Quota struct {
+	// Limit per period; 0 means no local limit.
+	Limit int64 `yaml:"limit"`
+	// Unit is requests (default), tokens or chars.
+	Unit string `yaml:"unit"`
+	// Period is day (default) or month, in UTC.
+	Period string `yaml:"period"`
+}
+
+// Retry is the same-upstream retry policy.
+type Retry struct {
+	// Attempts is the number of extra attempts. Default 0.
+	Attempts int `yaml:"attempts"`
+	// Backoff is the first delay, doubled each retry. Default 200ms.
+	Backoff time.Duration `yaml:"backoff"`
+}
+
+// Default returns the built-in defaults, before any file is read.
+func Default() Config {
+	return Config{
+		Listen:        "127.0.0.1:8080",
+		MaxBodyBytes:  10 << 20,
+		ShutdownGrace: 30 * time.Second,
+		LogLevel:      "info",
+		Cache: Cache{
+			TTL:          720 * time.Hour,
+			Namespace:    "switchyard",
+			MaxBytes:     256 << 20,
+			Timeout:      100 * time.Millisecond,
+			MaxItemBytes: 1 << 20,
+		},
+		Breaker:   Breaker{FailureThreshold: 5, Delay: 60 * time.Second, SuccessThreshold: 1},
+		Routing:   Routing{Weights: Weights{Health: 0.4, Quota: 0.3, Latency: 0.3}},
+		Streaming: Streaming{Commit: CommitFirstEvent},
+	}
+}
+
+// upstreamDefaults fills the per-upstream defaults that depend on nothing
+// but the upstream itself.
+func (u *Upstream) applyDefaults() {
+	if u.BaseURL == "" {
+		u.BaseURL = DefaultBaseURLs[u.Provider]
+	}
+	u.BaseURL = strings.TrimRight(u.BaseURL, "/")
+	if u.Timeout == 0 {
+		u.Timeout = 60 * time.Second
+	}
+	if u.FirstTokenTimeout == 0 {
+		u.FirstTokenTimeout = 10 * time.Second
+	}
+	if u.IdleTimeout == 0 {
+		u.IdleTimeout = 10 * time.Second
+	}
+	if u.Quota.Unit == "" {
+		u.Quota.Unit = UnitRequests
+	}
+	if u.Quota.Period == "" {
+		u.Quota.Period = PeriodDay
+	}
+	if u.Retry.Backoff == 0 {
+		u.Retry.Backoff = 200 * time.Millisecond
+	}
+}
+
+// Configured reports whether the upstream has an API key.
+func (u *Upstream) Configured() bool { return u.APIKey != "" }
+
+// Load reads the file at path and parses it with Parse.
+func Load(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	cfg, err := Parse(f)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes a YAML document over Default, expanding ${VAR} and
+// ${VAR:-default} in every scalar value from the environment, rejecting
+// unknown keys, and validates the result.
+func Parse(r io.Reader) (Config, error) {
+	return parse(r, os.LookupEnv)
+}
+
+func parse(r io.Reader, lookup func(string) (string, bool)) (Config, error) {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading: %w", err)
+	}
+	// Expand variables in scalar values only, so an expanded value can never
+	// change the document's structure (a key containing ": " or "#").
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return Config{}, fmt.Errorf("yaml: %w", err)
+	}
+	if len(doc.Content) == 0 {
+		return Config{}, errors.New("empty config: at least one upstream is required")
+	}
+	if err := expandNode(&doc, lookup); err != nil {
+		return Config{}, err
+	}
+	expanded, err := yaml.Marshal(&doc)
+	if err != nil {
+		return Config{}, fmt.Errorf("yaml: %w", err)
+	}
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(expanded))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, fmt.Errorf("yaml: %w", err)
+	}
+	for i := range cfg.Upstreams {
+		cfg.Upstreams[i].applyDefaults()
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+var varRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+
+func expandNode(n *yaml.Node, lookup func(string) (string, bool)) error {
+	if n.Kind == yaml.ScalarNode {
+		if !strings.Contains(n.Value, "${") {
+			return nil
+		}
+		n.Value = varRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+			sub := varRef.FindStringSubmatch(m)
+			if v, ok := lookup(sub[1]); ok && v != "" {
+				return v
+			}
+			return sub[3]
+		})
+		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
+			n.Tag = "" // let the expanded text resolve to its own type (8080 is an int)
+		}
+		if strings.Contains(n.Value, "${") {
+			return fmt.Errorf("line %d: malformed variable reference in %q (use ${NAME} or ${NAME:-default})", n.Line, n.Value)
+		}
+		return nil
+	}
+	for _, c := range n.Content {
+		if err := expandNode(c, lookup); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// Validate checks every field and returns all problems found, one per line,
+// each naming its YAML path.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	if err := validAddr(c.Listen); err != nil {
+		bad("listen", "%v", err)
+	}
+	if c.AdminListen != "" {
+		if err := validAddr(c.AdminListen); err != nil {
+			bad("admin_listen", "%v", err)
+		}
+	}
+	if c.MaxBodyBytes <= 0 {
+		bad("max_body_bytes", "must be positive")
+	}
+	if c.ShutdownGrace < 0 {
+		bad("shutdown_grace", "must not be negative")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "must be debug, info, warn or error")
+	}
+	for i, s := range c.Cache.Memcached {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			bad(fmt.Sprintf("cache.memcached[%d]", i), "must be host:port")
+		}
+	}
+	if c.Cache.TTL < 0 {
+		bad("cache.ttl", "must not be negative")
+	}
+	if !nameRE.MatchString(c.Cache.Namespace) {
+		bad("cache.namespace", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+	}
+	if c.Cache.MaxBytes < 1<<20 {
+		bad("cache.max_bytes", "must be at least 1048576")
+	}
+	if c.Cache.Timeout <= 0 {
+		bad("cache.timeout", "must be positive")
+	}
+	if c.Cache.MaxItemBytes < 1024 {
+		bad("cache.max_item_bytes", "must be at least 1024")
+	}
+	if c.Breaker.FailureThreshold < 1 {
+		bad("breaker.failure_threshold", "must be at least 1")
+	}
+	if c.Breaker.SuccessThreshold < 1 {
+		bad("breaker.success_threshold", "must be at least 1")
+	}
+	if c.Breaker.Delay <= 0 {
+		bad("breaker.delay", "must be positive")
+	}
+	w := c.Routing.Weights
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"health", w.Health}, {"quota", w.Quota}, {"latency", w.Latency}} {
+		if f.v < 0 || f.v > 1 {
+			bad("routing.weights."+f.name, "must be between 0 and 1")
+		}
+	}
+	if w.Health+w.Quota+w.Latency == 0 {
+		bad("routing.weights", "must not all be 0")
+	}
+	switch c.Streaming.Commit {
+	case CommitFirstEvent, CommitComplete:
+	default:
+		bad("streaming.commit", "must be first_event or complete")
+	}
+	for i, k := range c.Auth.Keys {
+		if k == "" {
+			bad(fmt.Sprintf("auth.keys[%d]", i), "must not be empty")
+		}
+	}
+	if len(c.Upstreams) == 0 {
+		bad("upstreams", "at least one upstream is required")
+	}
+	seen := map[string]int{}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		p := fmt.Sprintf("upstreams[%d]", i)
+		if !nameRE.MatchString(u.Name) {
+			bad(p+".name", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+		} else if j, dup := seen[u.Name]; dup {
+			bad(p+".name", "%q is already used by upstreams[%d]", u.Name, j)
+		} else {
+			seen[u.Name] = i
+		}
+		if _, ok := DefaultBaseURLs[u.Provider]; !ok {
+			bad(p+".provider", "must be groq, huggingface or openai")
+		}
+		if pu, err := url.Parse(u.BaseURL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.RawQuery != "" || pu.Fragment != "" {
+			bad(p+".base_url", "must be an http(s) URL")
+		}
+		if strings.ContainsAny(u.APIKey, "\r\n") {
+			bad(p+".api_key", "must not contain line breaks")
+		}
+		if u.Timeout < 0 {
+			bad(p+".timeout", "must be positive")
+		}
+		if u.FirstTokenTimeout < 0 {
+			bad(p+".first_token_timeout", "must be positive")
+		}
+		if u.IdleTimeout < 0 {
+			bad(p+".idle_timeout", "must be positive")
+		}
+		for alias, model := range u.Models {
+			if alias == "" || model == "" {
+				bad(p+".models", "aliases and model names must not be empty")
+				break
+			}
+		}
+		if u.Quota.Limit < 0 {
+			bad(p+".quota.limit", "must not be negative")
+		}
+		switch u.Quota.Unit {
+		case UnitRequests, UnitTokens, UnitChars:
+		default:
+			bad(p+".quota.unit", "must be requests, tokens or chars")
+		}
+		switch u.Quota.Period {
+		case PeriodDay, PeriodMonth:
+		default:
+			bad(p+".quota.period", "must be day or month")
+		}
+		if u.QuotaGroup != "" && !nameRE.MatchString(u.QuotaGroup) {
+			bad(p+".quota_group", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+		}
+		if u.Retry.Attempts < 0 || u.Retry.Attempts > 10 {
+			bad(p+".retry.attempts", "must be between 0 and 10")
+		}
+		if u.Retry.Backoff < 0 {
+			bad(p+".retry.backoff", "must not be negative")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func validAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return errors.New("must be host:port")
+	}
+	_ = host
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return errors.New("port must be a number between 0 and 65535")
+	}
+	return nil
+}
+
+// Summary is a one-line description of the configuration for -check and the
+// start-up log: counts only, never secrets.
+func (c *Config) Summary() string {
+	configured := 0
+	for i := range c.Upstreams {
+		if c.Upstreams[i].Configured() {
+			configured++
+		}
+	}
+	backend := "embedded"
+	if len(c.Cache.Memcached) > 0 {
+		backend = fmt.Sprintf("memcached(%d servers)", len(c.Cache.Memcached))
+	}
+	return fmt.Sprintf("config ok: listen %s, %d upstreams (%d with keys), cache %s ttl %s",
+		c.Listen, len(c.Upstreams), configured, backend, c.Cache.TTL)
+}

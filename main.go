@@ -1,0 +1,298 @@
+// Command switchyard is an LLM sidecar reverse proxy that speaks the
+// OpenAI chat-completions API: point an OpenAI SDK's base URL at it, and it
+// answers from a cache (embedded or memcached) when it can, else from the
+// best-ranked of its upstreams (Groq, HuggingFace's router, any
+// OpenAI-compatible server), failing over behind circuit breakers.
+//
+// main only wires things: flags, config, clients, policy, cache, handler,
+// listeners and signals.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"switchyard/cache"
+	"switchyard/config"
+	"switchyard/policy"
+	"switchyard/proxy"
+	"switchyard/upstream"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("switchyard", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "./config.yaml", "path to the YAML configuration")
+	listen := fs.String("listen", "", "listen address (overrides the config's listen)")
+	check := fs.Bool("check", false, "load and validate the configuration, print a summary, and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	healthcheck := fs.String("healthcheck", "", "GET this URL and exit 0 if it answers 200 (for container health checks)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "switchyard", version)
+		return 0
+	}
+	if *healthcheck != "" {
+		return probe(*healthcheck, stderr)
+	}
+	cfg, err := loadConfig(*configPath, *listen)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if *check {
+		fmt.Fprintln(stdout, cfg.Summary())
+		return 0
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	if err := serve(cfg, *configPath, *listen, log); err != nil {
+		log.Error("exiting", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func loadConfig(path, listen string) (config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return cfg, err
+	}
+	if listen != "" {
+		cfg.Listen = listen
+		if err := cfg.Validate(); err != nil {
+			return cfg, fmt.Errorf("-listen: %w", err)
+		}
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv}))
+}
+
+// probe implements -healthcheck: the runtime image has no shell or curl.
+func probe(url string, stderr io.Writer) int {
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Fprintln(stderr, "healthcheck:", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(stderr, "healthcheck: status", resp.StatusCode)
+		return 1
+	}
+	return 0
+}
+
+// backends is what the cache configuration builds.
+type backends struct {
+	store   proxy.Cache
+	counter policy.Counter
+	name    string
+	close   func()
+}
+
+func newBackends(cfg config.Config) (backends, error) {
+	if len(cfg.Cache.Memcached) == 0 {
+		e := cache.NewEmbedded(cfg.Cache.MaxBytes)
+		return backends{store: e, counter: e, name: "embedded", close: func() {}}, nil
+	}
+	m, err := cache.NewMemcached(cache.MemcachedOptions{
+		Servers:      cfg.Cache.Memcached,
+		Timeout:      cfg.Cache.Timeout,
+		MaxItemBytes: cfg.Cache.MaxItemBytes,
+	})
+	if err != nil {
+		return backends{}, err
+	}
+	return backends{store: m, counter: m, name: "memcached", close: func() { _ = m.Close() }}, nil
+}
+
+func buildClients(cfg config.Config) ([]*upstream.Client, error) {
+	out := make([]*upstream.Client, 0, len(cfg.Upstreams))
+	for _, u := range cfg.Upstreams {
+		c, err := upstream.New(u)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func policySpecs(cfg config.Config) ([]policy.UpstreamSpec, policy.Options) {
+	specs := make([]policy.UpstreamSpec, 0, len(cfg.Upstreams))
+	for _, u := range cfg.Upstreams {
+		specs = append(specs, policy.UpstreamSpec{
+			Name:       u.Name,
+			Priority:   u.Priority,
+			QuotaGroup: u.QuotaGroup,
+			Quota:      policy.Quota{Limit: u.Quota.Limit, Unit: u.Quota.Unit, Period: u.Quota.Period},
+			Retry:      policy.Retry{Attempts: u.Retry.Attempts, Backoff: u.Retry.Backoff},
+		})
+	}
+	w := cfg.Routing.Weights
+	opts := policy.Options{
+		Weights:       policy.Weights{Health: w.Health, Quota: w.Quota, Latency: w.Latency},
+		Breaker:       policy.BreakerSettings{FailureThreshold: cfg.Breaker.FailureThreshold, SuccessThreshold: cfg.Breaker.SuccessThreshold, Delay: cfg.Breaker.Delay},
+		CounterPrefix: cfg.Cache.Namespace + ":v1:quota",
+	}
+	return specs, opts
+}
+
+func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
+	be, err := newBackends(cfg)
+	if err != nil {
+		return err
+	}
+	defer be.close()
+	clients, err := buildClients(cfg)
+	if err != nil {
+		return err
+	}
+	specs, popts := policySpecs(cfg)
+	popts.Counter, popts.Logger = be.counter, log
+	pol, err := policy.New(specs, popts)
+	if err != nil {
+		return err
+	}
+	srv, err := proxy.New(proxy.Options{
+		Config: cfg, Upstreams: clients, Policy: pol, Cache: be.store, CacheBackend: be.name,
+		IsMiss: func(err error) bool { return errors.Is(err, cache.ErrMiss) },
+		Logger: log, Version: version,
+	})
+	if err != nil {
+		return err
+	}
+
+	newServer := func(h fasthttp.RequestHandler) *fasthttp.Server {
+		return &fasthttp.Server{
+			Handler:               h,
+			ErrorHandler:          proxy.ErrorHandler,
+			Name:                  "switchyard",
+			MaxRequestBodySize:    cfg.MaxBodyBytes,
+			ReadBufferSize:        16 << 10, // also the header size limit
+			ReadTimeout:           60 * time.Second,
+			WriteTimeout:          60 * time.Second, // streams set their own deadline
+			IdleTimeout:           120 * time.Second,
+			CloseOnShutdown:       true,
+			NoDefaultDate:         false,
+			NoDefaultServerHeader: true,
+			Logger:                fasthttpLogger{log},
+		}
+	}
+	main := newServer(srv.Handler(cfg.AdminListen == ""))
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	servers := []*fasthttp.Server{main}
+	errc := make(chan error, 2)
+	go func() { errc <- main.Serve(ln) }()
+	attrs := []any{"addr", ln.Addr().String(), "version", version, "cache", be.name, "upstreams", len(clients)}
+	if cfg.AdminListen != "" {
+		admin := newServer(srv.AdminHandler())
+		aln, err := net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			_ = main.Shutdown()
+			return fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
+		}
+		servers = append(servers, admin)
+		go func() { errc <- admin.Serve(aln) }()
+		attrs = append(attrs, "admin_addr", aln.Addr().String())
+	}
+	for _, u := range clients {
+		if !u.Configured() {
+			log.Warn("upstream unconfigured: no api_key, skipped", "upstream", u.Name)
+		}
+	}
+	log.Info("listening", attrs...)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				pol = reload(path, listenFlag, cfg, srv, pol, be, log)
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String(), "grace", cfg.ShutdownGrace.String())
+			srv.SetDraining()
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+			defer cancel()
+			for _, s := range servers {
+				if err := s.ShutdownWithContext(ctx); err != nil {
+					log.Warn("shutdown grace period over; closing remaining connections", "err", err)
+				}
+			}
+			log.Info("stopped")
+			return nil
+		}
+	}
+}
+
+// reload applies a new config file on SIGHUP. An invalid file is logged and
+// the running configuration stays. Listen addresses and the cache backend
+// are fixed at start; breaker, health, latency and quota state of upstreams
+// that keep their name carry over.
+func reload(path, listenFlag string, old config.Config, srv *proxy.Server, pol *policy.Policy, be backends, log *slog.Logger) *policy.Policy {
+	cfg, err := loadConfig(path, listenFlag)
+	if err != nil {
+		log.Error("reload rejected; keeping the running configuration", "err", err)
+		return pol
+	}
+	clients, err := buildClients(cfg)
+	if err != nil {
+		log.Error("reload rejected; keeping the running configuration", "err", err)
+		return pol
+	}
+	specs, popts := policySpecs(cfg)
+	popts.Counter, popts.Logger = be.counter, log
+	np, err := pol.Reload(specs, popts)
+	if err != nil {
+		log.Error("reload rejected; keeping the running configuration", "err", err)
+		return pol
+	}
+	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen {
+		log.Warn("reload: listen addresses change only on restart")
+	}
+	srv.Reload(cfg, clients, np)
+	log.Info("reloaded", "summary", cfg.Summary())
+	return np
+}
+
+// fasthttpLogger routes fasthttp's own messages into slog.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("fasthttp", "msg", fmt.Sprintf(format, args...))
+}

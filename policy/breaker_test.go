@@ -1,0 +1,189 @@
+package policy
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+)
+
+const testDelay = 50 * time.Millisecond
+
+func breakerOpts(c *clock, lb *logBuf) Options {
+	o := testOpts(c, lb)
+	o.Breaker = BreakerSettings{FailureThreshold: 5, SuccessThreshold: 1, Delay: testDelay}
+	return o
+}
+
+func TestBreakerOpensAndRecovers(t *testing.T) {
+	c := newClock(t0)
+	lb := &logBuf{}
+	p := mustNew(t, specs("a", "b"), breakerOpts(c, lb))
+	ts := targets("m", "a", "b")
+	for i := range 5 {
+		a, err := p.Do("a", "m", run(Failure))
+		if err != nil || a.Outcome != Failure {
+			t.Fatalf("Do #%d = %+v, %v", i, a, err)
+		}
+		p.Observe("a", "m", fail())
+	}
+	ranked, skipped := p.Rank(ts)
+	if len(ranked) != 1 || ranked[0].Name != "b" {
+		t.Fatalf("ranked = %+v, want only b", ranked)
+	}
+	s, found := skippedFor(skipped, "a")
+	if !found || s.Reason != ReasonBreakerOpen {
+		t.Fatalf("skipped = %+v", skipped)
+	}
+	if d := s.Until.Sub(t0); d <= 0 || d > testDelay {
+		t.Fatalf("Until = now+%v, want within the breaker delay", d)
+	}
+	called := false
+	_, err := p.Do("a", "m", func() (Attempt, error) { called = true; return Attempt{}, nil })
+	if !errors.Is(err, circuitbreaker.ErrOpen) || called {
+		t.Fatalf("Do on open breaker: err = %v, called = %v", err, called)
+	}
+	if st := p.Snapshot()[0]; st.Breaker != "open" || st.Breakers["m"] != "open" {
+		t.Fatalf("snapshot = %+v", st)
+	}
+
+	time.Sleep(testDelay + 10*time.Millisecond)
+	ranked, _ = p.Rank(ts)
+	if len(ranked) != 2 {
+		t.Fatalf("after the delay ranked = %+v, want a admitted", ranked)
+	}
+	if a, err := p.Do("a", "m", run(OK)); err != nil || a.Outcome != OK {
+		t.Fatalf("half-open trial: %+v, %v", a, err)
+	}
+	if st := p.Snapshot()[0]; st.Breaker != "closed" {
+		t.Fatalf("after one OK breaker = %s, want closed", st.Breaker)
+	}
+	logs := lb.String()
+	for _, want := range []string{"from=closed to=open", "from=open to=half-open", "from=half-open to=closed"} {
+		if !contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+}
+
+func contains(s, sub string) bool { return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0) }
+
+func indexOf(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestBreakerHalfOpenCapsHealth(t *testing.T) {
+	o := breakerOpts(newClock(t0), nil)
+	o.Breaker.SuccessThreshold = 3
+	p := mustNew(t, specs("a"), o)
+	for range 5 {
+		p.Do("a", "m", run(Failure))
+	}
+	observeN("a", "m", 50, ok(0))(p) // health 1
+	time.Sleep(testDelay + 10*time.Millisecond)
+	if _, err := p.Do("a", "m", run(OK)); err != nil { // half-open, 1 of 3 successes
+		t.Fatal(err)
+	}
+	ranked, _ := p.Rank(targets("m", "a"))
+	if len(ranked) != 1 || ranked[0].Health != 0.5 {
+		t.Fatalf("ranked = %+v, want health capped at 0.5", ranked)
+	}
+	if st := p.Snapshot()[0]; st.Breaker != "half-open" {
+		t.Fatalf("breaker = %s", st.Breaker)
+	}
+	p.Do("a", "m", run(OK))
+	p.Do("a", "m", run(OK))
+	ranked, _ = p.Rank(targets("m", "a"))
+	if ranked[0].Health != 1 {
+		t.Fatalf("closed again: health = %v, want 1", ranked[0].Health)
+	}
+}
+
+func TestBreakerIsolation(t *testing.T) {
+	tests := []struct {
+		name     string
+		outcome  Outcome
+		n        int
+		m1, m2   bool // admitted afterwards
+		otherUps bool // b admitted
+	}{
+		{"failures stay on their model", Failure, 5, false, true, true},
+		{"rejected key blocks every model", KeyRejected, 5, false, false, true},
+		{"rate limits do not open", RateLimited, 20, true, true, true},
+		{"not served does not open", NotServed, 20, true, true, true},
+		{"client errors do not open", ClientError, 20, true, true, true},
+		{"quota exhausted does not open", QuotaExhausted, 20, true, true, true},
+		{"four failures do not open", Failure, 4, true, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := mustNew(t, specs("a", "b"), breakerOpts(newClock(t0), nil))
+			for range tt.n {
+				p.Do("a", "m1", run(tt.outcome))
+			}
+			admitted := func(name, model string) bool {
+				ranked, _ := p.Rank([]Target{{Name: name, Model: model}})
+				return len(ranked) == 1
+			}
+			if got := admitted("a", "m1"); got != tt.m1 {
+				t.Errorf("(a, m1) admitted = %v, want %v", got, tt.m1)
+			}
+			if got := admitted("a", "m2"); got != tt.m2 {
+				t.Errorf("(a, m2) admitted = %v, want %v", got, tt.m2)
+			}
+			if got := admitted("b", "m1"); got != tt.otherUps {
+				t.Errorf("(b, m1) admitted = %v, want %v", got, tt.otherUps)
+			}
+			_, err := p.Do("a", "m2", run(OK))
+			if gotOpen := errors.Is(err, circuitbreaker.ErrOpen); gotOpen == tt.m2 {
+				t.Errorf("Do(a, m2) err = %v", err)
+			}
+		})
+	}
+}
+
+func TestDoErrorWithoutOutcomeIsFailure(t *testing.T) {
+	p := mustNew(t, specs("a"), breakerOpts(newClock(t0), nil))
+	boom := errors.New("connection reset")
+	for range 5 {
+		a, err := p.Do("a", "m", func() (Attempt, error) { return Attempt{}, boom })
+		if !errors.Is(err, boom) || a.Outcome != Failure {
+			t.Fatalf("Do = %+v, %v", a, err)
+		}
+	}
+	if _, err := p.Do("a", "m", run(OK)); !errors.Is(err, circuitbreaker.ErrOpen) {
+		t.Fatalf("want the breaker open, got %v", err)
+	}
+	if _, err := p.Do("nope", "m", run(OK)); !errors.Is(err, ErrUnknownUpstream) {
+		t.Fatalf("unknown upstream: %v", err)
+	}
+}
+
+func TestStreamFailed(t *testing.T) {
+	p := mustNew(t, specs("a"), breakerOpts(newClock(t0), nil))
+	// Five concurrent streams commit (the breaker records five successes),
+	// then all five break.
+	for range 5 {
+		if _, err := p.Do("a", "m", run(OK)); err != nil {
+			t.Fatal(err)
+		}
+		p.Observe("a", "m", ok(time.Millisecond))
+	}
+	for range 5 {
+		p.StreamFailed("a", "m", "stream stalled")
+	}
+	if _, err := p.Do("a", "m", run(OK)); !errors.Is(err, circuitbreaker.ErrOpen) {
+		t.Fatalf("after 5 failures counted by StreamFailed: %v", err)
+	}
+	st := p.Snapshot()[0]
+	if st.Health != 0.5 || st.Failures != 5 || st.Requests != 5 || st.LastError != "stream stalled" {
+		t.Fatalf("status = %+v", st)
+	}
+	p.StreamFailed("unknown", "m", "x") // no panic
+}

@@ -1,0 +1,200 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/budget"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+)
+
+// Do runs one attempt on upstream name for upstream model model: call runs
+// inside the upstream's retry policy (if configured), its key breaker
+// (counts KeyRejected) and the (name, model) breaker (counts Failure and
+// KeyRejected), in that order from the outside in.
+//
+// When a breaker is open, Do returns an error wrapping
+// circuitbreaker.ErrOpen and a zero Attempt without calling call. Otherwise
+// it returns what the last call returned (an error with Outcome OK is
+// treated as Failure); a retry that the budget or an opening breaker stops
+// also ends with the last call's result. The caller then reports that
+// attempt with Observe. Attempts that Do itself retried are recorded in
+// health and counters by Do.
+func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, error) {
+	u := p.byName[name]
+	if u == nil {
+		return Attempt{}, fmt.Errorf("upstream %q: %w", name, ErrUnknownUpstream)
+	}
+	st := u.st
+	d := st.dep(model)
+	// Check first, so that an inner open breaker does not record a success
+	// on the outer key breaker.
+	if openRemaining(st.keyCB) > 0 || openRemaining(d.cb) > 0 {
+		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, circuitbreaker.ErrOpen)
+	}
+	d.markPicked()
+
+	var (
+		last    Attempt
+		lastErr error
+		ran     int
+	)
+	wrapped := func() (Attempt, error) {
+		if ran > 0 { // the previous attempt is being retried
+			st.retries.Inc()
+			st.requests.Add(1)
+			st.failures.Add(1)
+			st.recordHealth(true)
+			st.setLastErr(Failure.String() + " (retried)")
+		}
+		a, err := call()
+		if err != nil && a.Outcome == OK {
+			a.Outcome = Failure
+		}
+		ran++
+		last, lastErr = a, err
+		return a, err
+	}
+	var ex failsafe.Executor[Attempt]
+	if u.retry != nil {
+		ex = failsafe.With[Attempt](u.retry, st.keyCB, d.cb)
+	} else {
+		ex = failsafe.With[Attempt](st.keyCB, d.cb)
+	}
+	_, err := ex.Get(wrapped)
+	if ran == 0 {
+		if err == nil {
+			err = circuitbreaker.ErrOpen
+		}
+		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, err)
+	}
+	if errors.Is(err, budget.ErrExceeded) {
+		p.budgetExceeded.Inc()
+		p.env.log.Debug("retry budget exceeded; not retrying", "upstream", name, "model", model)
+	}
+	return last, lastErr
+}
+
+// Observe records what an attempt produced: the health window, the latency
+// average, the quota counter (which may cost one Counter.Incr round trip),
+// the rate-limit view, cooldowns and the last error. Call it once for the
+// attempt Do returned (not when Do returned ErrOpen); for a stream, once
+// when it ends, with Latency the time to the first token.
+func (p *Policy) Observe(name, model string, ob Observation) {
+	u := p.byName[name]
+	if u == nil {
+		return
+	}
+	e := p.env
+	now := e.now()
+	st, g := u.st, u.grp
+	st.requests.Add(1)
+	switch ob.Outcome {
+	case OK:
+		st.recordHealth(false)
+		if ob.Latency > 0 {
+			updateEWMA(&st.dep(model).ewma, float64(ob.Latency))
+			updateEWMA(&st.ewma, float64(ob.Latency))
+		}
+	case Failure, KeyRejected:
+		st.failures.Add(1)
+		st.recordHealth(true)
+	}
+	if ob.Outcome != OK {
+		msg := ob.Err
+		if msg == "" {
+			msg = ob.Outcome.String()
+			if ob.Status != 0 {
+				msg = fmt.Sprintf("%s (status %d)", msg, ob.Status)
+			}
+		}
+		st.setLastErr(msg)
+	}
+
+	if g.quota.Limit > 0 && charged(ob.Status, ob.Outcome) {
+		g.charge(e, now, g.delta(&ob))
+	}
+
+	rl := &ob.RateLimit
+	if rl.Known && (rl.LimitRequests > 0 || rl.LimitTokens > 0) {
+		g.rlGet(model).setView(now, rl)
+	}
+	switch ob.Outcome {
+	case RateLimited:
+		wait := rl.RetryAfter
+		if rl.LimitRequests > 0 && rl.RemainingRequests <= 0 {
+			wait = max(wait, rl.ResetRequests)
+		}
+		if rl.LimitTokens > 0 && rl.RemainingTokens <= 0 {
+			wait = max(wait, rl.ResetTokens)
+		}
+		if wait <= 0 {
+			wait = defaultCooldown
+		}
+		p.cooldown(u, model, now, wait, "rate limited")
+	case QuotaExhausted:
+		p.disable(u, now, rl)
+	default:
+		// Headers that say nothing is left predict the next 429.
+		var wait time.Duration
+		if rl.LimitRequests > 0 && rl.RemainingRequests <= 0 {
+			wait = max(wait, rl.ResetRequests)
+		}
+		if rl.LimitTokens > 0 && rl.RemainingTokens <= 0 {
+			wait = max(wait, rl.ResetTokens)
+		}
+		if wait > 0 {
+			p.cooldown(u, model, now, wait, "rate limit headers report nothing remaining")
+		}
+	}
+}
+
+func (p *Policy) cooldown(u *upstream, model string, now time.Time, wait time.Duration, why string) {
+	wait = min(wait, maxCooldown)
+	until := now.Add(wait)
+	if u.grp.rlGet(model).startCooldown(now, until) {
+		p.env.log.Info("upstream cooling down", "upstream", u.spec.Name, "group", u.grp.key,
+			"model", model, "reason", why, "until", until.UTC(), "wait", wait)
+	}
+}
+
+// disable takes the whole quota group out after a 402.
+func (p *Policy) disable(u *upstream, now time.Time, rl *RateLimit) {
+	g := u.grp
+	var until time.Time
+	switch {
+	case rl.RetryAfter > 0:
+		until = now.Add(min(rl.RetryAfter, maxCooldown))
+	case rl.ResetRequests > 0:
+		until = now.Add(min(rl.ResetRequests, maxCooldown))
+	case g.quota.Period != "":
+		_, until = periodBounds(g.quota.Period, now)
+	default:
+		until = now.Add(defaultDisable)
+	}
+	prev := storeMax(&g.disabledUntil, until.UnixNano())
+	if prev <= now.UnixNano() {
+		p.env.log.Warn("upstream quota exhausted (402); disabled", "upstream", u.spec.Name,
+			"group", g.key, "upstreams", g.members, "until", until.UTC())
+	}
+}
+
+// StreamFailed records a failure after a stream was committed to the client
+// (the breaker had recorded a success when the headers arrived): a breaker
+// failure on (name, model), a failed attempt in the health window, and the
+// last error. err must contain no secrets.
+func (p *Policy) StreamFailed(name, model string, err string) {
+	u := p.byName[name]
+	if u == nil {
+		return
+	}
+	u.st.dep(model).cb.RecordFailure()
+	u.st.failures.Add(1)
+	u.st.recordHealth(true)
+	if err == "" {
+		err = "stream failed after commit"
+	}
+	u.st.setLastErr(err)
+}

@@ -1,0 +1,108 @@
+// Package policy decides which upstream serves a request.
+//
+// The proxy asks [Policy.Rank] for an ordered list of candidates, runs one
+// attempt per candidate through [Policy.Do] (circuit breakers and the
+// optional same-upstream retry), classifies the answer into an [Outcome] and
+// reports it with [Policy.Observe]. Policy keeps, per upstream, the state
+// those decisions need: circuit breakers, a health window, latency averages,
+// quota counters, rate-limit views and cooldowns. It does no I/O of its own
+// except through the [Counter] it is given.
+//
+// # Breakers
+//
+// Every (upstream, model) pair — a deployment — has its own failsafe-go
+// count-based circuit breaker, created on first use from
+// [Options.Breaker]: it opens after FailureThreshold consecutive breaker
+// failures ([Failure] and [KeyRejected]), stays open for Delay, then lets
+// SuccessThreshold trial calls through (half-open); that many successes close
+// it, a failure reopens it. Every upstream also has one "key" breaker that
+// counts only [KeyRejected], so a rejected API key blocks all models of that
+// upstream. A model beyond the first 256 seen on one upstream shares the
+// deployment "(other)" so client input cannot grow state without bound.
+// Breakers run on real time (failsafe-go has no injectable clock); everything
+// else uses [Options.Now].
+//
+// # Score
+//
+// Each candidate gets three sub-scores in [0,1]:
+//
+//	health  = ok / (ok + failed) over the upstream's last 100 attempts
+//	          (all models; only OK counts as ok, only Failure and KeyRejected
+//	          as failed, other outcomes are ignored); 1 with no history;
+//	          capped at 0.5 while any breaker of the upstream is half-open.
+//
+//	quota   = min( (limit − used) / limit              local/shared counter, current UTC period,
+//	               remainingRequests / limitRequests  last rate-limit headers, until their reset,
+//	               remainingTokens / limitTokens      last rate-limit headers, until their reset )
+//	          clamped to [0,1]; a term that is not known is left out; 1 when
+//	          nothing is known. Headers without a reset time are trusted for
+//	          one minute.
+//
+//	latency = (minEWMA + pad) / (EWMA + pad)
+//	          where EWMA is this deployment's latency average, minEWMA the
+//	          smallest EWMA among the candidates of this Rank call that have
+//	          samples, pad = Options.LatencyPad (default 50ms); 1 for a
+//	          deployment without samples (so a new upstream gets tried).
+//	          EWMA ← 0.3·sample + 0.7·EWMA (the first sample is taken as is);
+//	          samples are Observation.Latency of OK attempts.
+//
+//	score   = wH·health + wQ·quota + wL·latency
+//
+// The weights are normalised to sum to 1 (default 0.5, 0.3, 0.2), so a score
+// is in [0,1] and TieBand is a fraction of the best possible score.
+//
+// # Ranking
+//
+// Rank drops targets whose deployment or key breaker is open (an open breaker
+// whose delay has passed counts as admissible, since failsafe-go half-opens
+// lazily), that are cooling down after a rate limit, or whose quota is
+// exhausted; those are returned as [Skipped] with the time they come back.
+// The rest are ordered by priority (ascending), then score (descending).
+// Within one priority, every candidate whose score is within TieBand (default
+// 0.05) of the best one is a tie; ties are ordered least recently picked
+// first (the first candidate of every Rank and every upstream that Do runs
+// counts as picked), which is a round robin for a stable set of equal
+// upstreams such as several keys of one provider and, unlike a shared
+// counter, cannot be phase-locked by interleaved requests for different
+// models.
+//
+// # Quota
+//
+// An upstream with Quota.Limit > 0 is charged on Observe when the upstream
+// answered: HTTP status 2xx, or 4xx other than 429 (5xx, 429 and connection
+// failures are free). Unit "requests" adds 1, "tokens" the prompt and
+// completion tokens of the usage, "chars" Observation.Chars. Upstreams with
+// the same QuotaGroup share one counter and one rate-limit view. The counter
+// key is
+//
+//	<prefix>:<group or name>:<unit>:<YYYYMMDD | YYYYMM>
+//
+// for the UTC day or calendar month that is being counted; it expires one
+// hour after the period ends. The last value read from or returned by the
+// counter is cached in process; Rank re-reads it in the background at most
+// every 15s, so Rank never waits for the network. If the counter fails, the
+// error is logged at debug level and counting continues in process. At 80%
+// and 90% of the limit a warning is logged once per period; at 100% the
+// group is skipped ("quota exhausted") until the period ends.
+//
+// # Cooldowns
+//
+// [RateLimited] puts the (group, model) into cooldown until
+// now + max(RetryAfter, requests reset if no requests remain, tokens reset if
+// no tokens remain), 10s when none is known. Rate-limit headers of any
+// answer that report zero remaining requests or tokens start the same
+// cooldown ahead of the 429. [QuotaExhausted] (HF 402) disables the whole
+// group until RetryAfter or the requests reset if given, else until the end
+// of its quota period if one is configured, else for one hour. Cooldowns are
+// capped at 24h.
+//
+// # Retry
+//
+// An upstream with Retry.Attempts > 0 retries [Failure] outcomes on the same
+// upstream up to that many extra times with exponential backoff (factor 2,
+// jitter 25%, at most 2s), or after Attempt.RetryAfter when that is at most
+// 2s; a longer RetryAfter ends the retries so the caller fails over instead.
+// All upstreams share one failsafe-go budget (default: retries may be at most
+// 20% of executions in flight, and at least 3), so retries cannot multiply
+// load during an incident.
+package policy

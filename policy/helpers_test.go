@@ -1,0 +1,142 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// clock is an injectable test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock(t time.Time) *clock { return &clock{t: t} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+// logBuf collects slog text output.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuf) Count(s string) int { return strings.Count(l.String(), s) }
+
+func (l *logBuf) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// fakeCounter is a Counter with function fields.
+type fakeCounter struct {
+	IncrFunc  func(key string, delta uint64, expireAt time.Time) (uint64, error)
+	ValueFunc func(key string) (uint64, error)
+}
+
+func (f *fakeCounter) Incr(key string, delta uint64, expireAt time.Time) (uint64, error) {
+	return f.IncrFunc(key, delta, expireAt)
+}
+
+func (f *fakeCounter) Value(key string) (uint64, error) { return f.ValueFunc(key) }
+
+var errDown = errors.New("counter down")
+
+// t0 is a Monday afternoon, UTC.
+var t0 = time.Date(2025, 3, 10, 15, 0, 0, 0, time.UTC)
+
+// testOpts returns options with an isolated metrics set, the clock and a log
+// buffer.
+func testOpts(c *clock, lb *logBuf) Options {
+	o := Options{Now: c.Now, Metrics: metrics.NewSet()}
+	if lb != nil {
+		o.Logger = lb.logger()
+	}
+	return o
+}
+
+func mustNew(t *testing.T, specs []UpstreamSpec, o Options) *Policy {
+	t.Helper()
+	p, err := New(specs, o)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return p
+}
+
+func specs(names ...string) []UpstreamSpec {
+	out := make([]UpstreamSpec, len(names))
+	for i, n := range names {
+		out[i] = UpstreamSpec{Name: n}
+	}
+	return out
+}
+
+func targets(model string, names ...string) []Target {
+	out := make([]Target, len(names))
+	for i, n := range names {
+		out[i] = Target{Name: n, Model: model}
+	}
+	return out
+}
+
+func names(cs []Candidate) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.Name
+	}
+	return out
+}
+
+func ok(latency time.Duration) Observation {
+	return Observation{Outcome: OK, Status: 200, Latency: latency}
+}
+
+func fail() Observation { return Observation{Outcome: Failure, Status: 502, Err: "bad gateway"} }
+
+func run(o Outcome) func() (Attempt, error) {
+	return func() (Attempt, error) { return Attempt{Outcome: o}, nil }
+}
+
+func skippedFor(sk []Skipped, name string) (Skipped, bool) {
+	for _, s := range sk {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Skipped{}, false
+}

@@ -1,0 +1,490 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/budget"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
+)
+
+// Sentinel errors.
+var (
+	// ErrUnknownUpstream is returned by Do for a name that is not configured.
+	ErrUnknownUpstream = errors.New("unknown upstream")
+)
+
+// Defaults applied by New to zero-valued options.
+const (
+	// DefaultTieBand is the default Options.TieBand.
+	DefaultTieBand = 0.05
+	// DefaultLatencyPad is the default Options.LatencyPad.
+	DefaultLatencyPad = 50 * time.Millisecond
+	// DefaultCounterPrefix is the default Options.CounterPrefix.
+	DefaultCounterPrefix = "switchyard:v1:quota"
+	// DefaultFailureThreshold is the default BreakerSettings.FailureThreshold.
+	DefaultFailureThreshold = 5
+	// DefaultSuccessThreshold is the default BreakerSettings.SuccessThreshold.
+	DefaultSuccessThreshold = 1
+	// DefaultBreakerDelay is the default BreakerSettings.Delay.
+	DefaultBreakerDelay = 30 * time.Second
+	// DefaultRetryBackoff is the default Retry.Backoff.
+	DefaultRetryBackoff = 100 * time.Millisecond
+	// MaxRetryAttempts is the largest Retry.Attempts New accepts.
+	MaxRetryAttempts = 10
+)
+
+// DefaultWeights are used when all of Options.Weights are zero.
+var DefaultWeights = Weights{Health: 0.5, Quota: 0.3, Latency: 0.2}
+
+// Skipped.Reason values.
+const (
+	// ReasonBreakerOpen: the deployment's or the upstream's key breaker is open.
+	ReasonBreakerOpen = "breaker open"
+	// ReasonRateLimited: the upstream is cooling down after a rate limit.
+	ReasonRateLimited = "rate limited"
+	// ReasonQuotaExhausted: the quota is used up or the upstream answered 402.
+	ReasonQuotaExhausted = "quota exhausted"
+	// ReasonUnknownUpstream: the target names no configured upstream.
+	ReasonUnknownUpstream = "unknown upstream"
+)
+
+const (
+	maxRetryAfterHonoured = 2 * time.Second
+	maxRetryDelay         = 2 * time.Second
+	retryJitterFactor     = 0.25
+	maxNameLen            = 100
+)
+
+// Weights are the factors of the score; see the package doc. Zero for all
+// three means DefaultWeights. They are normalised to sum to 1.
+type Weights struct {
+	Health, Quota, Latency float64
+}
+
+// BreakerSettings configure every circuit breaker (per deployment and per
+// upstream key). Zero fields take the defaults: FailureThreshold 5
+// consecutive failures, SuccessThreshold 1 success in half-open, Delay 30s
+// open before half-open.
+type BreakerSettings struct {
+	FailureThreshold, SuccessThreshold int
+	Delay                              time.Duration
+}
+
+// Quota is a configured usage limit per UTC period. Limit 0 means none.
+type Quota struct {
+	// Limit is the allowance per period; 0 disables counting.
+	Limit int64
+	// Unit is "requests" (default), "tokens" or "chars".
+	Unit string
+	// Period is "day" (default when Limit > 0) or "month", in UTC. A Period
+	// without a Limit still tells when a 402 disablement ends.
+	Period string
+}
+
+// Retry configures the optional same-upstream retry of Failure outcomes.
+type Retry struct {
+	// Attempts is the number of extra attempts; 0 (default) means none; at
+	// most MaxRetryAttempts.
+	Attempts int
+	// Backoff is the first delay, doubled per retry up to 2s, with 25%
+	// jitter. 0 means DefaultRetryBackoff.
+	Backoff time.Duration
+}
+
+// UpstreamSpec is the policy view of one configured upstream.
+type UpstreamSpec struct {
+	// Name identifies the upstream in targets, logs, metrics labels and
+	// counter keys: 1-100 printable ASCII characters without spaces, quotes
+	// or backslashes.
+	Name string
+	// Priority orders candidates before the score: lower goes first.
+	Priority int
+	// QuotaGroup names a group of upstreams (for example several keys of
+	// one Groq organisation) that share one quota counter, one rate-limit
+	// view and cooldowns. Empty means the upstream's own name. Members with
+	// a Quota must all have the same one.
+	QuotaGroup string
+	// Quota is the configured limit, if any.
+	Quota Quota
+	// Retry is the same-upstream retry, off by default.
+	Retry Retry
+}
+
+// Counter is a shared quota counter. Implementations must be safe for
+// concurrent use and should time out quickly; errors are tolerated.
+type Counter interface {
+	// Incr adds delta to key, creating it with expiry expireAt when missing,
+	// and returns the new value.
+	Incr(key string, delta uint64, expireAt time.Time) (uint64, error)
+	// Value returns the current value of key (0 when missing).
+	Value(key string) (uint64, error)
+}
+
+// Options configure a Policy. The zero value is usable.
+type Options struct {
+	// Weights of the score; zero means DefaultWeights.
+	Weights Weights
+	// Breaker configures all circuit breakers.
+	Breaker BreakerSettings
+	// Now is the clock for quotas, cooldowns and Skipped.Until; default
+	// time.Now. Breakers always use real time.
+	Now func() time.Time
+	// Counter is the shared quota counter; nil means an in-process one.
+	Counter Counter
+	// CounterPrefix starts every counter key; default DefaultCounterPrefix.
+	CounterPrefix string
+	// Logger receives breaker state changes (Info), quota warnings and
+	// cooldowns (Warn/Info) and counter errors (Debug); nil discards.
+	Logger *slog.Logger
+	// TieBand is the score distance from the best candidate of a priority
+	// within which candidates are ties; default DefaultTieBand.
+	TieBand float64
+	// LatencyPad is added to both sides of the latency ratio so that
+	// sub-millisecond differences do not matter; default DefaultLatencyPad.
+	LatencyPad time.Duration
+	// RetryBudget is shared by the retry policies of all upstreams; nil
+	// means budget.New() (or the previous Policy's on Reload). It must be
+	// built by the failsafe-go budget package.
+	RetryBudget budget.Budget
+	// Metrics is the set the policy's metrics are registered in; nil means
+	// the default set that metrics.WritePrometheus writes.
+	Metrics *metrics.Set
+}
+
+// Target is one upstream that can serve the request, with the model name to
+// send to it (model aliases can map one client model to different upstream
+// models).
+type Target struct {
+	Name, Model string
+}
+
+// Candidate is a ranked target with its score and sub-scores (see the
+// package doc).
+type Candidate struct {
+	Name     string
+	Model    string
+	Priority int
+	Score    float64
+	Health   float64
+	Quota    float64
+	Latency  float64
+}
+
+// Skipped is a target that Rank left out, with the reason (one of the
+// Reason constants) and the time it is expected back (zero if unknown).
+type Skipped struct {
+	Name   string
+	Model  string
+	Reason string
+	Until  time.Time
+}
+
+// env is what the shared per-upstream state needs from its Policy; it can
+// change on Reload.
+type env struct {
+	now     func() time.Time
+	log     *slog.Logger
+	counter Counter
+	prefix  string
+	set     *metrics.Set
+}
+
+// Policy decides which upstream serves a request. It is safe for
+// concurrent use.
+type Policy struct {
+	env     *env
+	weights Weights
+	breaker BreakerSettings
+	tieBand float64
+	pad     float64 // nanoseconds
+	budget  budget.Budget
+	ups     []*upstream
+	byName  map[string]*upstream
+	groups  map[string]*group
+	// counters not bound to an upstream
+	budgetExceeded *metrics.Counter
+}
+
+// upstream is one configured upstream in one Policy: its spec plus pointers
+// to the state that survives Reload.
+type upstream struct {
+	spec  UpstreamSpec
+	st    *upState
+	grp   *group
+	retry retrypolicy.RetryPolicy[Attempt] // nil without Retry.Attempts
+}
+
+// New validates specs and options and returns a Policy.
+func New(specs []UpstreamSpec, o Options) (*Policy, error) {
+	return build(specs, o, nil)
+}
+
+// Reload returns a new Policy for specs and o that carries over the state of
+// upstreams whose name remains: breakers (unless Options.Breaker changed;
+// then they start closed), health, latency, counters, last error,
+// cooldowns, quota use and disablement (per quota group; the cached count
+// only if unit and period are unchanged). A nil o.Counter or o.RetryBudget
+// keeps the old one. The receiver stays usable for requests in flight;
+// both share the carried state. Metrics switch to the new Policy.
+func (p *Policy) Reload(specs []UpstreamSpec, o Options) (*Policy, error) {
+	return build(specs, o, p)
+}
+
+// budgetInternal mirrors failsafe-go's internal budget interface, which
+// retrypolicy.WithBudget type-asserts.
+type budgetInternal interface {
+	budget.Budget
+	RecordExecution()
+	ReleaseExecution()
+	TryAcquirePermit() bool
+	ReleasePermit()
+	OnBudgetExceeded(executionType budget.ExecutionType, info failsafe.ExecutionInfo)
+}
+
+func build(specs []UpstreamSpec, o Options, old *Policy) (*Policy, error) {
+	if len(specs) == 0 {
+		return nil, errors.New("policy: no upstreams")
+	}
+	e := &env{now: o.Now, log: o.Logger, counter: o.Counter, prefix: o.CounterPrefix, set: o.Metrics}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.counter == nil {
+		if old != nil {
+			e.counter = old.env.counter
+		} else {
+			e.counter = newLocalCounter(e.now)
+		}
+	}
+	if e.prefix == "" {
+		e.prefix = DefaultCounterPrefix
+	}
+	if e.set == nil {
+		e.set = metrics.GetDefaultSet()
+	}
+	p := &Policy{env: e, byName: make(map[string]*upstream, len(specs)), groups: map[string]*group{}}
+
+	w := o.Weights
+	if w.Health < 0 || w.Quota < 0 || w.Latency < 0 {
+		return nil, fmt.Errorf("policy: weights: must not be negative: %+v", w)
+	}
+	if w == (Weights{}) {
+		w = DefaultWeights
+	}
+	sum := w.Health + w.Quota + w.Latency
+	p.weights = Weights{Health: w.Health / sum, Quota: w.Quota / sum, Latency: w.Latency / sum}
+
+	b := o.Breaker
+	if b.FailureThreshold < 0 || b.SuccessThreshold < 0 || b.Delay < 0 {
+		return nil, fmt.Errorf("policy: breaker: thresholds and delay must not be negative: %+v", b)
+	}
+	if b.FailureThreshold == 0 {
+		b.FailureThreshold = DefaultFailureThreshold
+	}
+	if b.SuccessThreshold == 0 {
+		b.SuccessThreshold = DefaultSuccessThreshold
+	}
+	if b.Delay == 0 {
+		b.Delay = DefaultBreakerDelay
+	}
+	p.breaker = b
+
+	switch {
+	case o.TieBand < 0:
+		return nil, fmt.Errorf("policy: tie band: must not be negative: %v", o.TieBand)
+	case o.TieBand == 0:
+		p.tieBand = DefaultTieBand
+	default:
+		p.tieBand = o.TieBand
+	}
+	switch {
+	case o.LatencyPad < 0:
+		return nil, fmt.Errorf("policy: latency pad: must not be negative: %v", o.LatencyPad)
+	case o.LatencyPad == 0:
+		p.pad = float64(DefaultLatencyPad)
+	default:
+		p.pad = float64(o.LatencyPad)
+	}
+
+	switch {
+	case o.RetryBudget != nil:
+		if _, ok := o.RetryBudget.(budgetInternal); !ok {
+			return nil, errors.New("policy: retry budget: must be built by failsafe-go's budget package")
+		}
+		p.budget = o.RetryBudget
+	case old != nil:
+		p.budget = old.budget
+	default:
+		p.budget = budget.New()
+	}
+	p.budgetExceeded = e.set.GetOrCreateCounter(`switchyard_retry_budget_exceeded_total`)
+
+	// Validate specs and collect quota groups.
+	type groupSpec struct {
+		quota   Quota
+		members []string
+	}
+	gspecs := map[string]*groupSpec{}
+	var gorder []string
+	norm := make([]UpstreamSpec, len(specs))
+	for i, s := range specs {
+		if err := checkName(s.Name); err != nil {
+			return nil, fmt.Errorf("policy: upstreams[%d].name: %w", i, err)
+		}
+		if _, dup := p.byName[s.Name]; dup {
+			return nil, fmt.Errorf("policy: upstream %q: duplicate name", s.Name)
+		}
+		p.byName[s.Name] = nil
+		if s.QuotaGroup != "" {
+			if err := checkName(s.QuotaGroup); err != nil {
+				return nil, fmt.Errorf("policy: upstream %q: quota_group: %w", s.Name, err)
+			}
+		}
+		q, err := normQuota(s.Quota)
+		if err != nil {
+			return nil, fmt.Errorf("policy: upstream %q: quota: %w", s.Name, err)
+		}
+		s.Quota = q
+		if s.Retry.Attempts < 0 || s.Retry.Attempts > MaxRetryAttempts {
+			return nil, fmt.Errorf("policy: upstream %q: retry.attempts: must be between 0 and %d", s.Name, MaxRetryAttempts)
+		}
+		if s.Retry.Backoff < 0 {
+			return nil, fmt.Errorf("policy: upstream %q: retry.backoff: must not be negative", s.Name)
+		}
+		if s.Retry.Backoff == 0 {
+			s.Retry.Backoff = DefaultRetryBackoff
+		}
+		norm[i] = s
+		key := groupKey(s)
+		gs := gspecs[key]
+		if gs == nil {
+			gs = &groupSpec{}
+			gspecs[key] = gs
+			gorder = append(gorder, key)
+		}
+		gs.members = append(gs.members, s.Name)
+		if s.Quota != (Quota{}) {
+			if gs.quota != (Quota{}) && gs.quota != s.Quota {
+				return nil, fmt.Errorf("policy: upstream %q: quota: differs from another member of quota group %q", s.Name, key)
+			}
+			gs.quota = s.Quota
+		}
+	}
+
+	for _, key := range gorder {
+		gs := gspecs[key]
+		var og *group
+		if old != nil {
+			og = old.groups[key]
+		}
+		p.groups[key] = carryGroup(og, key, gs.quota, strings.Join(gs.members, ","))
+	}
+
+	for _, s := range norm {
+		u := &upstream{spec: s, grp: p.groups[groupKey(s)]}
+		var ost *upState
+		if old != nil {
+			if ou := old.byName[s.Name]; ou != nil {
+				ost = ou.st
+			}
+		}
+		switch {
+		case ost != nil && ost.settings == p.breaker:
+			u.st = ost
+			u.st.env.Store(e)
+		case ost != nil:
+			u.st = newUpState(s.Name, p.breaker, e)
+			u.st.copyFrom(ost)
+		default:
+			u.st = newUpState(s.Name, p.breaker, e)
+		}
+		if s.Retry.Attempts > 0 {
+			u.retry = p.newRetryPolicy(s.Retry)
+		}
+		p.byName[s.Name] = u
+		p.ups = append(p.ups, u)
+	}
+
+	p.bindMetrics(old)
+	return p, nil
+}
+
+func groupKey(s UpstreamSpec) string {
+	if s.QuotaGroup != "" {
+		return s.QuotaGroup
+	}
+	return s.Name
+}
+
+// checkName keeps names safe as counter-key parts and metric label values.
+func checkName(s string) error {
+	if s == "" {
+		return errors.New("must not be empty")
+	}
+	if len(s) > maxNameLen {
+		return fmt.Errorf("must be at most %d bytes", maxNameLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return fmt.Errorf("%q: only printable ASCII without spaces, quotes or backslashes", s)
+		}
+	}
+	return nil
+}
+
+func normQuota(q Quota) (Quota, error) {
+	if q.Limit < 0 {
+		return q, errors.New("limit: must not be negative")
+	}
+	switch q.Unit {
+	case "":
+		if q.Limit > 0 {
+			q.Unit = "requests"
+		}
+	case "requests", "tokens", "chars":
+	default:
+		return q, fmt.Errorf("unit: %q: must be requests, tokens or chars", q.Unit)
+	}
+	switch q.Period {
+	case "":
+		if q.Limit > 0 {
+			q.Period = "day"
+		}
+	case "day", "month":
+	default:
+		return q, fmt.Errorf("period: %q: must be day or month", q.Period)
+	}
+	return q, nil
+}
+
+func (p *Policy) newRetryPolicy(r Retry) retrypolicy.RetryPolicy[Attempt] {
+	return retrypolicy.NewBuilder[Attempt]().
+		HandleIf(func(a Attempt, err error) bool {
+			return a.Outcome == Failure && !errors.Is(err, circuitbreaker.ErrOpen)
+		}).
+		AbortOnErrors(circuitbreaker.ErrOpen).
+		AbortIf(func(a Attempt, _ error) bool { return a.RetryAfter > maxRetryAfterHonoured }).
+		WithMaxRetries(r.Attempts).
+		WithBackoff(r.Backoff, max(r.Backoff, maxRetryDelay)).
+		WithJitterFactor(retryJitterFactor).
+		WithDelayFunc(func(ex failsafe.ExecutionAttempt[Attempt]) time.Duration {
+			if ra := ex.LastResult().RetryAfter; ra > 0 && ra <= maxRetryAfterHonoured {
+				return ra
+			}
+			return -1
+		}).
+		WithBudget(p.budget).
+		ReturnLastFailure().
+		Build()
+}

@@ -1,0 +1,155 @@
+package policy
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go/budget"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+)
+
+func TestRetry(t *testing.T) {
+	tests := []struct {
+		name      string
+		attempts  int
+		threshold int       // breaker failure threshold; 0 = 5
+		script    []Attempt // what successive calls return; the last repeats
+		wantCalls int
+		want      Outcome
+		minTime   time.Duration
+	}{
+		{"failure retried twice then returned", 2, 0, []Attempt{{Outcome: Failure}}, 3, Failure, 0},
+		{"failure then ok", 2, 0, []Attempt{{Outcome: Failure}, {Outcome: OK}}, 2, OK, 0},
+		{"client error not retried", 2, 0, []Attempt{{Outcome: ClientError}}, 1, ClientError, 0},
+		{"rate limit not retried", 2, 0, []Attempt{{Outcome: RateLimited}}, 1, RateLimited, 0},
+		{"key rejected not retried", 2, 0, []Attempt{{Outcome: KeyRejected}}, 1, KeyRejected, 0},
+		{"no retry configured", 0, 0, []Attempt{{Outcome: Failure}}, 1, Failure, 0},
+		{"short retry-after honoured", 1, 0, []Attempt{{Outcome: Failure, RetryAfter: 30 * time.Millisecond}, {Outcome: OK}}, 2, OK, 30 * time.Millisecond},
+		{"long retry-after fails over instead", 2, 0, []Attempt{{Outcome: Failure, RetryAfter: 5 * time.Second}}, 1, Failure, 0},
+		{"opening breaker stops retries", 5, 2, []Attempt{{Outcome: Failure}}, 2, Failure, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := testOpts(newClock(t0), nil)
+			o.Breaker = BreakerSettings{FailureThreshold: tt.threshold, Delay: time.Minute}
+			p := mustNew(t, []UpstreamSpec{{Name: "a", Retry: Retry{Attempts: tt.attempts, Backoff: time.Millisecond}}}, o)
+			calls := 0
+			start := time.Now()
+			a, err := p.Do("a", "m", func() (Attempt, error) {
+				r := tt.script[min(calls, len(tt.script)-1)]
+				calls++
+				return r, nil
+			})
+			if err != nil {
+				t.Fatalf("Do error: %v", err)
+			}
+			if calls != tt.wantCalls || a.Outcome != tt.want {
+				t.Fatalf("calls = %d outcome = %s, want %d %s", calls, a.Outcome, tt.wantCalls, tt.want)
+			}
+			if el := time.Since(start); el < tt.minTime || el > 2*time.Second {
+				t.Fatalf("took %v", el)
+			}
+			// Retried attempts are in health and counters; the returned one
+			// is for the caller to Observe.
+			if st := p.Snapshot()[0]; st.Requests != int64(tt.wantCalls-1) || st.Failures != int64(tt.wantCalls-1) {
+				t.Fatalf("requests %d failures %d, want %d", st.Requests, st.Failures, tt.wantCalls-1)
+			}
+		})
+	}
+}
+
+func TestRetryKeepsCallError(t *testing.T) {
+	p := mustNew(t, []UpstreamSpec{{Name: "a", Retry: Retry{Attempts: 1, Backoff: time.Millisecond}}}, testOpts(newClock(t0), nil))
+	boom := errors.New("dial tcp: connection refused")
+	calls := 0
+	a, err := p.Do("a", "m", func() (Attempt, error) { calls++; return Attempt{}, boom })
+	if !errors.Is(err, boom) || a.Outcome != Failure || calls != 2 {
+		t.Fatalf("Do = %+v, %v after %d calls", a, err, calls)
+	}
+}
+
+// Five requests fail at once; the shared budget (at least 3, at most 20% of
+// executions) lets only three of them retry while those retries are in flight.
+func TestRetryBudget(t *testing.T) {
+	o := testOpts(newClock(t0), nil)
+	o.Breaker.FailureThreshold = 100
+	p := mustNew(t, []UpstreamSpec{
+		{Name: "a", Retry: Retry{Attempts: 1, Backoff: time.Millisecond}},
+		{Name: "b", Retry: Retry{Attempts: 1, Backoff: time.Millisecond}},
+	}, o)
+	const n = 5
+	var (
+		firstDone sync.WaitGroup
+		retrying  atomic.Int32
+		release   = make(chan struct{})
+		results   = make(chan int, n) // calls per Do
+	)
+	firstDone.Add(n)
+	for i := range n {
+		name := []string{"a", "b"}[i%2]
+		go func() {
+			calls := 0
+			p.Do(name, "m", func() (Attempt, error) {
+				calls++
+				if calls == 1 {
+					firstDone.Done()
+					firstDone.Wait() // all five executions are in flight
+					return Attempt{Outcome: Failure}, nil
+				}
+				retrying.Add(1)
+				select {
+				case <-release:
+				case <-time.After(5 * time.Second):
+				}
+				return Attempt{Outcome: Failure}, nil
+			})
+			results <- calls
+		}()
+	}
+	// The two denied Do calls return on their own.
+	got := map[int]int{}
+	for range n - 3 {
+		select {
+		case c := <-results:
+			got[c]++
+		case <-time.After(3 * time.Second):
+			t.Fatal("denied retries did not return")
+		}
+	}
+	close(release)
+	for range 3 {
+		select {
+		case c := <-results:
+			got[c]++
+		case <-time.After(3 * time.Second):
+			t.Fatal("retries did not finish")
+		}
+	}
+	if got[1] != 2 || got[2] != 3 || retrying.Load() != 3 {
+		t.Fatalf("calls per Do %v (retrying %d), want two without retry and three with", got, retrying.Load())
+	}
+}
+
+func TestRetryAbortsOnOpenBreaker(t *testing.T) {
+	o := testOpts(newClock(t0), nil)
+	o.Breaker = BreakerSettings{FailureThreshold: 1, Delay: time.Minute}
+	p := mustNew(t, []UpstreamSpec{{Name: "a", Retry: Retry{Attempts: 3, Backoff: time.Millisecond}}}, o)
+	if a, err := p.Do("a", "m", run(Failure)); err != nil || a.Outcome != Failure {
+		t.Fatalf("first Do = %+v, %v", a, err)
+	}
+	if _, err := p.Do("a", "m", run(OK)); !errors.Is(err, circuitbreaker.ErrOpen) {
+		t.Fatalf("second Do err = %v", err)
+	}
+	if _, err := New(specs("a"), Options{RetryBudget: fakeBudget{}}); err == nil {
+		t.Fatal("a foreign budget implementation must be rejected")
+	}
+}
+
+type fakeBudget struct{}
+
+func (fakeBudget) Rate() float64 { return 0 }
+
+var _ budget.Budget = fakeBudget{}

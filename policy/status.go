@@ -1,0 +1,229 @@
+package policy
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// UpstreamStatus is the state of one upstream for /status.
+type UpstreamStatus struct {
+	Name     string
+	Priority int
+	// Score, Health, QuotaScore and LatencyScore are as in the package doc,
+	// with the latency compared against all upstreams' averages (over all
+	// their models) and the quota the worst of the upstream's models.
+	Score, Health, QuotaScore, LatencyScore float64
+	// LatencyMS is the latency average over all models; 0 without samples.
+	LatencyMS float64
+	// Breaker is the worst state of its breakers: closed, half-open or open.
+	Breaker string
+	// Breakers maps each model seen to its breaker state; the key breaker
+	// is under KeyBreaker.
+	Breakers map[string]string
+	// Quota is the configured quota, or else the rate-limit headers' daily
+	// requests of the most used model.
+	Quota QuotaStatus
+	// Requests and Failures count observed attempts and breaker failures
+	// since start (carried over by Reload).
+	Requests, Failures int64
+	// LastError is the last non-OK observation's message.
+	LastError string
+	// CooldownUntil is the end of the longest running rate-limit cooldown
+	// of its quota group's models; zero if none.
+	CooldownUntil time.Time
+	// Disabled is ReasonQuotaExhausted while the group is out of quota,
+	// else "".
+	Disabled string
+}
+
+// QuotaStatus is the use of a quota in its current period.
+type QuotaStatus struct {
+	Used, Limit int64
+	Unit        string
+	ResetsAt    time.Time
+}
+
+// Snapshot returns the state of every upstream, in spec order.
+func (p *Policy) Snapshot() []UpstreamStatus {
+	now := p.env.now()
+	minLat := p.minUpstreamLatency()
+	out := make([]UpstreamStatus, len(p.ups))
+	for i, u := range p.ups {
+		out[i] = p.status(u, now, minLat)
+	}
+	return out
+}
+
+func (p *Policy) minUpstreamLatency() float64 {
+	m := 0.0
+	for _, u := range p.ups {
+		if l := loadFloat(&u.st.ewma); l > 0 && (m == 0 || l < m) {
+			m = l
+		}
+	}
+	return m
+}
+
+func (p *Policy) status(u *upstream, now time.Time, minLat float64) UpstreamStatus {
+	st, g := u.st, u.grp
+	n := now.UnixNano()
+	s := UpstreamStatus{
+		Name:         u.spec.Name,
+		Priority:     u.spec.Priority,
+		Health:       st.healthScore(),
+		Requests:     st.requests.Load(),
+		Failures:     st.failures.Load(),
+		LatencyScore: 1,
+		QuotaScore:   1,
+	}
+	if l := loadFloat(&st.ewma); l > 0 {
+		s.LatencyMS = l / float64(time.Millisecond)
+		s.LatencyScore = (minLat + p.pad) / (l + p.pad)
+	}
+	if le := st.lastErr.Load(); le != nil {
+		s.LastError = *le
+	}
+
+	// Breakers.
+	worst := stateRank(st.keyCB.State())
+	deps := *st.deps.Load()
+	s.Breakers = make(map[string]string, len(deps)+1)
+	s.Breakers[KeyBreaker] = rankNames[worst]
+	for model, d := range deps {
+		r := stateRank(d.cb.State())
+		s.Breakers[model] = rankNames[r]
+		worst = max(worst, r)
+	}
+	s.Breaker = rankNames[worst]
+
+	// Quota.
+	if g.quota.Limit > 0 {
+		used, pi := g.localQuota(p.env, now)
+		s.QuotaScore = ratio(g.quota.Limit-used, g.quota.Limit)
+		s.Quota = QuotaStatus{Used: used, Limit: g.quota.Limit, Unit: g.quota.Unit, ResetsAt: time.Unix(0, pi.end).UTC()}
+		if used >= g.quota.Limit {
+			s.Disabled = ReasonQuotaExhausted
+		}
+	}
+	var cooldown int64
+	worstReq := 2.0
+	for _, r := range *g.rl.Load() {
+		v := r.view.Load()
+		s.QuotaScore = min(s.QuotaScore, v.frac(n))
+		if v != nil && g.quota.Limit == 0 && v.reqLimit > 0 && n < v.reqUntil {
+			if f := ratio(v.reqRemaining, v.reqLimit); f < worstReq {
+				worstReq = f
+				s.Quota = QuotaStatus{Used: max(v.reqLimit-v.reqRemaining, 0), Limit: v.reqLimit, Unit: "requests", ResetsAt: time.Unix(0, v.reqUntil).UTC()}
+			}
+		}
+		if cd := r.cooldown.Load(); cd > n && cd > cooldown {
+			cooldown = cd
+		}
+	}
+	if cooldown > 0 {
+		s.CooldownUntil = time.Unix(0, cooldown).UTC()
+	}
+	if g.disabledUntil.Load() > n {
+		s.Disabled = ReasonQuotaExhausted
+	}
+	s.Score = p.weights.Health*s.Health + p.weights.Quota*s.QuotaScore + p.weights.Latency*s.LatencyScore
+	return s
+}
+
+// Metrics. VictoriaMetrics gauges take a callback that cannot be replaced,
+// and a Reload builds a new Policy, so each (set, upstream name) gets one
+// slot whose callbacks read the Policy currently bound to it.
+
+type metricSlot struct {
+	p     atomic.Pointer[Policy]
+	units map[string]bool // quota units with registered gauges; guarded by registry.mu
+}
+
+type slotKey struct {
+	set  *metrics.Set
+	name string
+}
+
+var registry = struct {
+	mu sync.Mutex
+	m  map[slotKey]*metricSlot
+}{m: map[slotKey]*metricSlot{}}
+
+func (p *Policy) bindMetrics(old *Policy) {
+	set := p.env.set
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	for _, u := range p.ups {
+		name := u.spec.Name
+		k := slotKey{set, name}
+		s := registry.m[k]
+		if s == nil {
+			s = &metricSlot{units: map[string]bool{}}
+			registry.m[k] = s
+			set.GetOrCreateGauge(fmt.Sprintf(`switchyard_upstream_breaker_state{upstream=%q}`, name), func() float64 {
+				return s.read(name, func(st UpstreamStatus) float64 {
+					switch st.Breaker {
+					case "open":
+						return 2
+					case "half-open":
+						return 1
+					}
+					return 0
+				})
+			})
+			set.GetOrCreateGauge(fmt.Sprintf(`switchyard_upstream_score{upstream=%q}`, name), func() float64 {
+				return s.read(name, func(st UpstreamStatus) float64 { return st.Score })
+			})
+			set.GetOrCreateGauge(fmt.Sprintf(`switchyard_upstream_health{upstream=%q}`, name), func() float64 {
+				return s.read(name, func(st UpstreamStatus) float64 { return st.Health })
+			})
+		}
+		if unit := u.grp.quota.Unit; u.grp.quota.Limit > 0 && !s.units[unit] {
+			s.units[unit] = true
+			set.GetOrCreateGauge(fmt.Sprintf(`switchyard_upstream_quota_used{upstream=%q,unit=%q}`, name, unit), func() float64 {
+				return s.read(name, func(st UpstreamStatus) float64 {
+					if st.Quota.Unit != unit {
+						return 0
+					}
+					return float64(st.Quota.Used)
+				})
+			})
+			set.GetOrCreateGauge(fmt.Sprintf(`switchyard_upstream_quota_limit{upstream=%q,unit=%q}`, name, unit), func() float64 {
+				return s.read(name, func(st UpstreamStatus) float64 {
+					if st.Quota.Unit != unit {
+						return 0
+					}
+					return float64(st.Quota.Limit)
+				})
+			})
+		}
+		s.p.Store(p)
+	}
+	if old == nil || old.env.set != set {
+		return
+	}
+	for _, u := range old.ups {
+		if _, ok := p.byName[u.spec.Name]; !ok {
+			if s := registry.m[slotKey{set, u.spec.Name}]; s != nil {
+				s.p.CompareAndSwap(old, nil)
+			}
+		}
+	}
+}
+
+// read evaluates f on the bound Policy's status of name; 0 when unbound.
+func (s *metricSlot) read(name string, f func(UpstreamStatus) float64) float64 {
+	p := s.p.Load()
+	if p == nil {
+		return 0
+	}
+	u := p.byName[name]
+	if u == nil {
+		return 0
+	}
+	return f(p.status(u, p.env.now(), p.minUpstreamLatency()))
+}

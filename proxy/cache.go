@@ -1,0 +1,240 @@
+package proxy
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"switchyard/cache"
+	"switchyard/cachekey"
+	"switchyard/sse"
+)
+
+// coalesceWait bounds how long a request waits for an identical one in
+// flight before going upstream itself.
+const coalesceWait = 120 * time.Second
+
+// cacheControl is what the handler reads of a request's Cache-Control.
+type cacheControl struct {
+	noCache   bool // skip the lookup, store the fresh answer
+	noStore   bool // neither read nor write
+	maxAge    time.Duration
+	hasMaxAge bool // max-age=N: entries older than N are misses; N is the TTL
+}
+
+func parseCacheControl(h []byte) cacheControl {
+	var cc cacheControl
+	for _, part := range strings.Split(string(h), ",") {
+		name, val, _ := strings.Cut(strings.TrimSpace(part), "=")
+		switch strings.ToLower(name) {
+		case "no-cache":
+			cc.noCache = true
+		case "no-store":
+			cc.noStore = true
+		case "max-age":
+			if n, err := strconv.ParseInt(strings.Trim(val, `"`), 10, 64); err == nil && n >= 0 && n < 1<<31 {
+				cc.maxAge, cc.hasMaxAge = time.Duration(n)*time.Second, true
+			}
+		}
+	}
+	return cc
+}
+
+// serveFromCache derives the request's cache key and answers from the cache
+// or from an identical request in flight. It returns false when the request
+// must go upstream; c.key is then set when the answer is to be stored, and
+// c.flight when this request leads a coalesced miss.
+func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
+	if s.cache == nil {
+		s.countCache(c, cacheBypass)
+		return false
+	}
+	cc := parseCacheControl(ctx.Request.Header.Peek("Cache-Control"))
+	if cc.noStore {
+		s.countCache(c, cacheBypass)
+		return false
+	}
+	ns := c.st.cfg.Cache.Namespace
+	if custom := ctx.Request.Header.Peek("X-Cache-Key"); len(custom) > 0 {
+		c.key = cachekey.FromText(ns, string(custom))
+	} else {
+		key, err := cachekey.Derive(ns, c.body)
+		if err != nil { // the body passed encoding/json; this is a canonicalizer limit (depth)
+			s.countCache(c, cacheBypass)
+			return false
+		}
+		c.key = key
+	}
+	c.ttl = c.st.cfg.Cache.TTL
+	if cc.hasMaxAge {
+		c.ttl, c.maxAge = cc.maxAge, cc.maxAge
+	}
+	if cc.noCache || (cc.hasMaxAge && cc.maxAge == 0) {
+		s.countCache(c, cacheBypass)
+		return false
+	}
+	if raw, err := s.cache.Get(c.key); err == nil {
+		if s.serveEntry(ctx, c, raw, cacheHit) {
+			return true
+		}
+	} else if !s.isMiss(err) {
+		cacheResults["error"].Inc()
+	}
+	f, leader := s.flights.join(c.key)
+	if leader {
+		c.flight = f
+		s.countCache(c, cacheMiss)
+		return false
+	}
+	t := time.NewTimer(coalesceWait)
+	defer t.Stop()
+	select {
+	case <-f.done:
+		if f.entry != nil && s.serveEntry(ctx, c, f.entry, cacheCoalesced) {
+			coalescedTotal.Inc()
+			return true
+		}
+	case <-t.C:
+	}
+	s.countCache(c, cacheMiss)
+	return false
+}
+
+func (s *Server) countCache(c *call, result string) {
+	c.xcache = result
+	cacheResults[result].Inc()
+	switch result {
+	case cacheHit, cacheCoalesced:
+		s.hits.Add(1)
+	case cacheMiss:
+		s.misses.Add(1)
+	}
+}
+
+// serveEntry answers from an encoded cache entry, converting between a
+// stored stream and a plain answer as the request needs. It returns false
+// (a miss) for an entry it cannot use: corrupt, or older than max-age.
+func (s *Server) serveEntry(ctx *fasthttp.RequestCtx, c *call, raw []byte, result string) bool {
+	e, err := cache.DecodeEntry(raw)
+	if err != nil {
+		cacheResults["error"].Inc()
+		return false
+	}
+	age := max(time.Since(e.StoredAt), 0)
+	if c.maxAge > 0 && age > c.maxAge {
+		return false
+	}
+	body, contentType := e.Body, e.ContentType
+	switch {
+	case c.stream && e.Stream:
+		if !c.wantUsage {
+			body = stripUsageChunks(body)
+		}
+	case c.stream && !e.Stream:
+		body, err = cache.CompletionToStream(e.Body, c.wantUsage)
+		contentType = "text/event-stream"
+	case !c.stream && e.Stream:
+		body, err = cache.StreamToCompletion(e.Body)
+		contentType = "application/json"
+	}
+	if err != nil {
+		cacheResults["error"].Inc()
+		return false
+	}
+	s.countCache(c, result)
+	s.successes.Add(1)
+	if contentType == "" {
+		contentType = "application/json"
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.Response.Header.SetContentType(contentType)
+	ctx.Response.Header.Set("X-Cache", result)
+	ctx.Response.Header.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
+	if c.stream {
+		ctx.Response.Header.Set("Cache-Control", "no-cache")
+	}
+	ctx.SetBody(body)
+	return true
+}
+
+// stripUsageChunks drops the include_usage chunk from a stored stream for a
+// client that did not ask for it.
+func stripUsageChunks(stream []byte) []byte {
+	if !bytes.Contains(stream, []byte(`"usage"`)) {
+		return stream
+	}
+	out := make([]byte, 0, len(stream))
+	r := sse.NewReader(bytes.NewReader(stream), 0)
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			return out
+		}
+		if d, ok := sse.Data(ev); ok && isUsageOnly(d) {
+			continue
+		}
+		out = append(out, ev...)
+	}
+}
+
+// store encodes a complete answer and writes it to the cache off the request
+// path; followers of a coalesced miss get the entry at once.
+func (s *Server) store(c *call, stream bool, body []byte, contentType, upstreamName string) {
+	if c.key == "" || c.ttl <= 0 {
+		return
+	}
+	e := cache.EncodeEntry(nil, cache.Entry{
+		Stream: stream, Body: body, ContentType: contentType,
+		Upstream: upstreamName, StoredAt: time.Now(),
+	})
+	s.finishFlight(c, e)
+	select {
+	case s.storeSem <- struct{}{}:
+		go func(key string, ttl time.Duration) {
+			defer func() { <-s.storeSem }()
+			if err := s.cache.Set(key, e, ttl); err != nil {
+				cacheResults["error"].Inc()
+				s.log.Debug("cache store", "err", err)
+			}
+		}(c.key, c.ttl)
+	default:
+		cacheStoreDrops.Inc() // the backend is slower than the traffic: skip, don't queue
+	}
+}
+
+// flight is one request's upstream call that identical requests wait for.
+type flight struct {
+	done  chan struct{}
+	entry []byte // the encoded entry; nil when the leader got no cacheable answer
+}
+
+func (f *flights) join(key string) (*flight, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fl, ok := f.m[key]; ok {
+		return fl, false
+	}
+	fl := &flight{done: make(chan struct{})}
+	f.m[key] = fl
+	return fl, true
+}
+
+// finishFlight ends the request's flight, if it leads one, handing entry to
+// the waiting requests (nil: they go upstream themselves).
+func (s *Server) finishFlight(c *call, entry []byte) {
+	fl := c.flight
+	if fl == nil {
+		return
+	}
+	c.flight = nil
+	s.flights.mu.Lock()
+	if s.flights.m[c.key] == fl {
+		delete(s.flights.m, c.key)
+	}
+	s.flights.mu.Unlock()
+	fl.entry = entry
+	close(fl.done)
+}

@@ -1,0 +1,602 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/valyala/fasthttp"
+
+	"switchyard/config"
+	"switchyard/policy"
+	"switchyard/sse"
+	"switchyard/upstream"
+)
+
+// maxStreamDuration bounds a whole client stream (the write deadline), far
+// above any real generation; idle and first-token timeouts end silent
+// streams much earlier.
+const maxStreamDuration = 30 * time.Minute
+
+// chatRequest is what the handler reads of a request body; the body itself
+// is forwarded as is.
+type chatRequest struct {
+	Model         *string  `json:"model"`
+	Messages      presence `json:"messages"`
+	Stream        bool     `json:"stream"`
+	StreamOptions presence `json:"stream_options"`
+	streamUsage   bool
+}
+
+// presence records that a JSON field was present and the first byte of its
+// value, without copying it.
+type presence struct {
+	set   bool
+	first byte
+}
+
+func (p *presence) UnmarshalJSON(b []byte) error {
+	p.set = true
+	if len(b) > 0 {
+		p.first = b[0]
+	}
+	return nil
+}
+
+// call is one chat request on its way through the handler.
+type call struct {
+	rid       string
+	start     time.Time
+	body      []byte // the client's body (valid until the handler returns)
+	alias     string
+	stream    bool
+	wantUsage bool   // the client asked for stream_options.include_usage
+	complete  bool   // stream commit mode "complete"
+	key       string // cache key; "" = not cached
+	ttl       time.Duration
+	maxAge    time.Duration // >0: cached entries older than this are misses
+	xcache    string
+	flight    *flight // non-nil when this request leads a coalesced miss
+	st        *state
+	tried     []string // "name:outcome" per attempt, for the decision log
+	ranked    string   // "name=score,..." for the decision log
+	upstream  string
+	usage     policy.Usage
+}
+
+func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
+	s.requests.Add(1)
+	inflight.Inc()
+	defer inflight.Dec()
+	st := s.st.Load()
+	c := &call{rid: s.requestID(ctx), start: start, st: st, xcache: cacheBypass}
+	ctx.Response.Header.Set("X-Request-Id", c.rid)
+	handedOff := false // a stream relay took over logging and the flight
+	defer func() {
+		if !handedOff {
+			s.finishFlight(c, nil)
+			s.logRequest(c, ctx.Response.StatusCode(), "")
+		}
+	}()
+
+	if !s.authorized(ctx) {
+		return
+	}
+	if ct := ctx.Request.Header.ContentType(); len(ct) > 0 {
+		mt, _, err := mime.ParseMediaType(string(ct))
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			writeError(ctx, fasthttp.StatusUnsupportedMediaType, "Content-Type must be application/json", typeInvalidRequest, "", codeContentType)
+			return
+		}
+	}
+	body := ctx.PostBody()
+	if len(bytes.TrimSpace(body)) == 0 {
+		writeError(ctx, fasthttp.StatusBadRequest, "request body is empty; send a JSON chat completion request", typeInvalidRequest, "", codeInvalidJSON)
+		return
+	}
+	var req chatRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		msg := "request body is not valid JSON: " + err.Error()
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			msg = fmt.Sprintf("invalid type for %q: expected %s", te.Field, te.Type)
+		}
+		writeError(ctx, fasthttp.StatusBadRequest, msg, typeInvalidRequest, "", codeInvalidJSON)
+		return
+	}
+	if bytes.TrimSpace(body)[0] != '{' {
+		writeError(ctx, fasthttp.StatusBadRequest, "request body must be a JSON object", typeInvalidRequest, "", codeInvalidJSON)
+		return
+	}
+	if req.Model == nil || *req.Model == "" {
+		writeError(ctx, fasthttp.StatusBadRequest, "you must provide a model parameter", typeInvalidRequest, "model", codeMissingParam)
+		return
+	}
+	if !req.Messages.set || req.Messages.first != '[' {
+		writeError(ctx, fasthttp.StatusBadRequest, "you must provide a messages parameter (an array)", typeInvalidRequest, "messages", codeMissingParam)
+		return
+	}
+	c.alias, c.stream, c.body = *req.Model, req.Stream, body
+	if c.stream {
+		c.wantUsage = req.StreamOptions.set && includeUsage(body)
+		c.complete = st.cfg.Streaming.Commit == config.CommitComplete
+		switch strings.ToLower(string(ctx.Request.Header.Peek("X-Stream-Commit"))) {
+		case config.CommitComplete:
+			c.complete = true
+		case config.CommitFirstEvent:
+			c.complete = false
+		}
+	}
+
+	targets, unconfigured := s.targets(st, c.alias)
+	if len(targets) == 0 {
+		if len(unconfigured) == 0 {
+			writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("the model %q is not served by any configured upstream", truncate(c.alias, 200)), typeInvalidRequest, "model", codeModelNotFound)
+			return
+		}
+		ctx.Response.Header.Set("x-should-retry", "false")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("no upstream serving %q has an API key configured (unconfigured: %s)", truncate(c.alias, 200), strings.Join(unconfigured, ", ")), typeServer, "", codeNoUpstream)
+		return
+	}
+
+	if s.serveFromCache(ctx, c) {
+		return
+	}
+	handedOff = s.forward(ctx, c, targets)
+}
+
+// includeUsage reports whether body's stream_options.include_usage is true.
+func includeUsage(body []byte) bool {
+	var v struct {
+		StreamOptions struct {
+			IncludeUsage bool `json:"include_usage"`
+		} `json:"stream_options"`
+	}
+	return json.Unmarshal(body, &v) == nil && v.StreamOptions.IncludeUsage
+}
+
+// targets lists, in config order, the upstreams with a key that serve alias
+// (with the model name each would be sent), and the names of those that
+// serve it but have no key.
+func (s *Server) targets(st *state, alias string) (targets []policy.Target, unconfigured []string) {
+	for _, u := range st.upstreams {
+		m, ok := u.Model(alias)
+		if !ok {
+			continue
+		}
+		if !u.Configured() {
+			unconfigured = append(unconfigured, u.Name)
+			continue
+		}
+		targets = append(targets, policy.Target{Name: u.Name, Model: m})
+	}
+	return targets, unconfigured
+}
+
+// attemptResult is what one upstream attempt left for the handler.
+type attemptResult struct {
+	resp    *upstream.Response
+	outcome policy.Outcome
+	err     error
+	events  [][]byte // stream events read before the commit point (copies)
+	ended   bool     // the stream was read to its end inside the attempt
+	ttft    time.Duration
+}
+
+func (r *attemptResult) release() {
+	if r.resp != nil && r.resp.Stream != nil {
+		r.resp.Stream.Close(errAbandoned)
+	}
+}
+
+var (
+	errAbandoned   = errors.New("attempt abandoned")
+	errInBandError = errors.New("in-band error event")
+	errInvalidJSON = errors.New("2xx answer is not valid JSON")
+	errCutStream   = errors.New("stream ended before [DONE] and without a finish_reason")
+)
+
+// forward runs the attempt loop and answers. It returns true when a stream
+// relay took over the rest of the request (logging, flight, cache store).
+func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Target) bool {
+	pol := c.st.policy
+	ranked, skipped := pol.Rank(targets)
+	var rb strings.Builder
+	for i, cand := range ranked {
+		if i > 0 {
+			rb.WriteByte(',')
+		}
+		fmt.Fprintf(&rb, "%s=%.3f", cand.Name, cand.Score)
+	}
+	c.ranked = rb.String()
+	models := make(map[string]string, len(targets))
+	for _, t := range targets {
+		models[t.Name] = t.Model
+	}
+
+	var last *attemptResult
+	var reasons []string
+	for i, cand := range ranked {
+		if i > 0 {
+			fallbacksTotal.Inc()
+		}
+		u := c.st.byName[cand.Name]
+		model := models[cand.Name]
+		r := s.attempt(c, u, model)
+		if errors.Is(r.err, circuitbreaker.ErrOpen) {
+			c.tried = append(c.tried, cand.Name+":breaker_open")
+			reasons = append(reasons, cand.Name+": circuit breaker open")
+			continue
+		}
+		c.tried = append(c.tried, cand.Name+":"+r.outcome.String())
+		switch {
+		case r.outcome == policy.OK:
+			if last != nil {
+				last.release()
+			}
+			c.upstream = u.Name
+			if len(c.tried) > 1 {
+				ctx.Response.Header.Set("X-Attempts", strconv.Itoa(len(c.tried)))
+			}
+			if r.resp.Stream != nil || r.ended {
+				return s.startRelay(ctx, c, u, model, r)
+			}
+			s.answerPlain(ctx, c, u, r)
+			return false
+		case r.outcome == policy.ClientError:
+			if last != nil {
+				last.release()
+			}
+			c.upstream = u.Name
+			if len(c.tried) > 1 {
+				ctx.Response.Header.Set("X-Attempts", strconv.Itoa(len(c.tried)))
+			}
+			s.answerUpstreamError(ctx, u, r.resp)
+			return false
+		}
+		reasons = append(reasons, u.Name+": "+describe(r))
+		if last != nil {
+			last.release()
+		}
+		last = r
+	}
+	if len(c.tried) > 1 {
+		ctx.Response.Header.Set("X-Attempts", strconv.Itoa(len(c.tried)))
+	}
+	s.answerAllFailed(ctx, c, last, reasons, skipped)
+	return false
+}
+
+// describe says why an attempt failed, for the client's error message and
+// the log. It never contains a key: errors come from fasthttp and the
+// upstream package, which never include the Authorization header.
+func describe(r *attemptResult) string {
+	if r.err != nil {
+		return r.err.Error()
+	}
+	msg := upstream.ErrorMessage(r.resp.Body)
+	if msg == "" {
+		return fmt.Sprintf("HTTP %d", r.resp.Status)
+	}
+	return fmt.Sprintf("HTTP %d: %s", r.resp.Status, truncate(msg, 300))
+}
+
+// attempt sends the request to one upstream through the policy's breakers
+// (and retry, when configured). For a stream it also reads up to the commit
+// point — the first data event, or the whole stream in "complete" mode — so
+// that a failure before it fails over invisibly.
+func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResult {
+	pol := c.st.policy
+	body, err := upstream.RewriteModel(c.body, model)
+	if err != nil {
+		return &attemptResult{outcome: policy.Failure, err: err}
+	}
+	if c.stream && !c.wantUsage {
+		body = withIncludeUsage(body)
+	}
+	var r *attemptResult
+	_, doErr := pol.Do(u.Name, model, func() (policy.Attempt, error) {
+		if r != nil {
+			r.release() // a retry: the previous try's stream is of no use
+		}
+		r = s.tryOnce(c, u, body)
+		if r.outcome != policy.OK || !c.stream || r.resp.Stream == nil {
+			// Streams are observed when they end (usage, tokens, TTFT).
+			s.observe(c, u, model, r)
+		}
+		var ra time.Duration
+		if r.resp != nil {
+			ra = r.resp.RateLimit.RetryAfter
+		}
+		return policy.Attempt{Outcome: r.outcome, RetryAfter: ra}, r.err
+	})
+	if r == nil { // the breaker refused the call
+		return &attemptResult{outcome: policy.Failure, err: fmt.Errorf("upstream %s: %w", u.Name, doErr)}
+	}
+	return r
+}
+
+// tryOnce is one HTTP exchange with an upstream, classified.
+func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResult {
+	resp, err := u.Do(&upstream.Request{Body: body, Stream: c.stream, RequestID: c.rid})
+	if err != nil {
+		return &attemptResult{outcome: policy.Failure, err: err}
+	}
+	r := &attemptResult{resp: resp, outcome: upstream.Classify(resp.Status, resp.Body)}
+	if r.outcome != policy.OK {
+		return r
+	}
+	if resp.Stream == nil {
+		if !json.Valid(resp.Body) {
+			r.outcome, r.err = policy.Failure, fmt.Errorf("upstream %s: %w", u.Name, errInvalidJSON)
+		}
+		r.ttft = resp.Latency
+		return r
+	}
+	// Read to the commit point.
+	for {
+		ev, err := resp.Stream.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) && c.complete && r.ended {
+				break
+			}
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("upstream %s: %w", u.Name, errCutStream)
+				if c.complete && streamFinished(r.events) {
+					r.events = append(r.events, []byte("data: [DONE]\n\n"))
+					r.ended = true
+					break
+				}
+			}
+			r.release()
+			r.outcome, r.err = policy.Failure, err
+			return r
+		}
+		data, isData := sse.Data(ev)
+		if isData && upstream.IsErrorEvent(data) {
+			r.release()
+			r.outcome = policy.Failure
+			r.err = fmt.Errorf("upstream %s: %w: %s", u.Name, errInBandError, truncate(upstream.ErrorMessage(data), 300))
+			return r
+		}
+		if isData && !sse.IsDone(data) && !json.Valid(data) {
+			invalidSSETotal.Inc()
+			continue
+		}
+		r.events = append(r.events, bytes.Clone(ev))
+		if isData && r.ttft == 0 {
+			r.ttft = time.Since(c.start)
+		}
+		if !c.complete && isData {
+			return r // the commit point: first data event
+		}
+		if isData && sse.IsDone(data) {
+			r.ended = true
+			resp.Stream.Close(nil)
+			resp.Stream = nil
+			return r
+		}
+	}
+	resp.Stream.Close(nil)
+	resp.Stream = nil
+	return r
+}
+
+// observe reports a finished attempt to the policy and the metrics.
+func (s *Server) observe(c *call, u *upstream.Client, model string, r *attemptResult) {
+	ob := policy.Observation{Outcome: r.outcome, Latency: r.ttft}
+	m := metricsFor(u.Name)
+	if r.resp != nil {
+		ob.Status = r.resp.Status
+		ob.RateLimit = r.resp.RateLimit
+		if r.outcome == policy.OK && r.resp.Stream == nil && !r.ended {
+			ob.Usage, ob.Chars = plainUsage(r.resp.Body)
+			ob.Chars += promptChars(c.body)
+			m.duration.Update(r.resp.Latency.Seconds())
+		}
+	}
+	if r.err != nil {
+		ob.Err = r.err.Error()
+	} else if r.outcome != policy.OK && r.resp != nil {
+		ob.Err = describe(r)
+	}
+	if ob.Latency == 0 && r.resp != nil {
+		ob.Latency = r.resp.Latency
+	}
+	m.outcomes[outcomeLabel(r)].Inc()
+	m.promptTokens.Add(int(ob.Usage.PromptTokens))
+	m.completionTokens.Add(int(ob.Usage.CompletionTokens))
+	c.usage = ob.Usage
+	c.st.policy.Observe(u.Name, model, ob)
+}
+
+func outcomeLabel(r *attemptResult) string {
+	switch r.outcome {
+	case policy.OK:
+		return "ok"
+	case policy.RateLimited, policy.QuotaExhausted:
+		return "rate_limited"
+	case policy.ClientError, policy.NotServed:
+		return "client_error"
+	}
+	if errors.Is(r.err, upstream.ErrTimeout) || errors.Is(r.err, upstream.ErrFirstTokenTimeout) || errors.Is(r.err, upstream.ErrIdleTimeout) {
+		return "timeout"
+	}
+	return "error"
+}
+
+// setUpstreamHeaders copies the kept upstream headers to the client's
+// response: Content-Type, x-ratelimit-*, retry-after; the upstream's
+// x-request-id becomes X-Upstream-Request-Id.
+func setUpstreamHeaders(ctx *fasthttp.RequestCtx, u *upstream.Client, resp *upstream.Response) {
+	for _, h := range resp.Headers {
+		if strings.EqualFold(h.Key, "X-Request-Id") {
+			ctx.Response.Header.Set("X-Upstream-Request-Id", h.Value)
+			continue
+		}
+		ctx.Response.Header.Set(h.Key, h.Value)
+	}
+	ctx.Response.Header.Set("X-Upstream", u.Name)
+}
+
+// answerPlain relays a successful plain answer and stores it.
+func (s *Server) answerPlain(ctx *fasthttp.RequestCtx, c *call, u *upstream.Client, r *attemptResult) {
+	ctx.SetStatusCode(r.resp.Status)
+	setUpstreamHeaders(ctx, u, r.resp)
+	ctx.Response.Header.Set("X-Cache", c.xcache)
+	ctx.SetBody(r.resp.Body)
+	s.successes.Add(1)
+	if r.resp.Status == fasthttp.StatusOK {
+		s.store(c, false, r.resp.Body, r.resp.Header("Content-Type"), u.Name)
+	}
+}
+
+// answerUpstreamError relays an upstream's client error (the request is
+// wrong; another upstream would say the same), normalized to OpenAI's shape
+// when it is not.
+func (s *Server) answerUpstreamError(ctx *fasthttp.RequestCtx, u *upstream.Client, resp *upstream.Response) {
+	ctx.SetStatusCode(resp.Status)
+	setUpstreamHeaders(ctx, u, resp)
+	if upstream.IsOpenAIError(resp.Body) {
+		ctx.SetBody(resp.Body)
+		return
+	}
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.SetBody(normalizeError(resp.Status, resp.Body, upstream.ErrorMessage(resp.Body)))
+}
+
+// retryAfterCap is the longest Retry-After Switchyard sends: the OpenAI
+// SDKs do not retry past 120 s.
+const retryAfterCap = 120 * time.Second
+
+// answerAllFailed answers when no upstream could serve the request: 429 with
+// Retry-After when every upstream was rate limited or out of quota, the last
+// upstream's own answer when every one said the request cannot be served
+// there (404, 413, context length), else 502 (attempts failed) or 503
+// (nothing could be tried).
+func (s *Server) answerAllFailed(ctx *fasthttp.RequestCtx, c *call, last *attemptResult, reasons []string, skipped []policy.Skipped) {
+	defer func() {
+		if last != nil {
+			last.release()
+		}
+	}()
+	now := time.Now()
+	limited, others := 0, 0
+	var earliest time.Time
+	note := func(until time.Time) {
+		if !until.IsZero() && (earliest.IsZero() || until.Before(earliest)) {
+			earliest = until
+		}
+	}
+	for _, sk := range skipped {
+		reasons = append(reasons, sk.Name+": "+sk.Reason)
+		if sk.Reason == policy.ReasonRateLimited || sk.Reason == policy.ReasonQuotaExhausted {
+			limited++
+		} else {
+			others++
+		}
+		note(sk.Until)
+	}
+	notServed := 0
+	for _, t := range c.tried {
+		switch {
+		case strings.HasSuffix(t, ":"+policy.RateLimited.String()), strings.HasSuffix(t, ":"+policy.QuotaExhausted.String()):
+			limited++
+		case strings.HasSuffix(t, ":"+policy.NotServed.String()):
+			notServed++
+		default:
+			others++
+		}
+	}
+	if last != nil && last.resp != nil && last.resp.RateLimit.RetryAfter > 0 {
+		note(now.Add(last.resp.RateLimit.RetryAfter))
+	}
+	msg := "all upstreams failed: " + strings.Join(reasons, "; ")
+	switch {
+	case notServed > 0 && others == 0 && limited == 0 && last != nil && last.resp != nil:
+		s.answerUpstreamError(ctx, c.st.byName[c.tried[len(c.tried)-1][:strings.LastIndexByte(c.tried[len(c.tried)-1], ':')]], last.resp)
+	case limited > 0 && others == 0:
+		wait := retryAfterCap
+		if !earliest.IsZero() {
+			wait = min(max(earliest.Sub(now), time.Second), retryAfterCap)
+		}
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		writeError(ctx, fasthttp.StatusTooManyRequests, msg, typeRateLimit, "", codeRateLimited)
+	case len(c.tried) == 0 || allBreakerOpen(c.tried):
+		if !earliest.IsZero() && earliest.Sub(now) <= retryAfterCap {
+			ctx.Response.Header.Set("Retry-After", strconv.Itoa(int((max(earliest.Sub(now), time.Second)+time.Second-1)/time.Second)))
+		} else {
+			ctx.Response.Header.Set("x-should-retry", "false")
+		}
+		writeError(ctx, fasthttp.StatusServiceUnavailable, msg, typeServer, "", codeNoUpstream)
+	default:
+		if allKeyRejected(c.tried) {
+			ctx.Response.Header.Set("x-should-retry", "false")
+		}
+		writeError(ctx, fasthttp.StatusBadGateway, msg, typeServer, "", codeUpstreamFailed)
+	}
+}
+
+func allBreakerOpen(tried []string) bool {
+	for _, t := range tried {
+		if !strings.HasSuffix(t, ":breaker_open") {
+			return false
+		}
+	}
+	return true
+}
+
+func allKeyRejected(tried []string) bool {
+	for _, t := range tried {
+		if !strings.HasSuffix(t, ":"+policy.KeyRejected.String()) && !strings.HasSuffix(t, ":breaker_open") {
+			return false
+		}
+	}
+	return true
+}
+
+// logRequest writes the request's one log line: id, route, status, upstream,
+// duration, cache result and the routing decision.
+func (s *Server) logRequest(c *call, status int, streamErr string) {
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", c.rid),
+		slog.String("route", routeChat),
+		slog.Int("status", status),
+		slog.String("model", truncate(c.alias, 100)),
+		slog.Bool("stream", c.stream),
+		slog.String("cache", c.xcache),
+		slog.String("upstream", c.upstream),
+		slog.Float64("duration_ms", float64(time.Since(c.start).Microseconds())/1000),
+	}
+	if c.ranked != "" {
+		attrs = append(attrs, slog.String("ranked", c.ranked), slog.String("tried", strings.Join(c.tried, ",")))
+	}
+	if c.usage.PromptTokens+c.usage.CompletionTokens > 0 {
+		attrs = append(attrs, slog.Int64("prompt_tokens", c.usage.PromptTokens), slog.Int64("completion_tokens", c.usage.CompletionTokens))
+	}
+	if streamErr != "" {
+		attrs = append(attrs, slog.String("stream_error", streamErr))
+	}
+	s.log.LogAttrs(context.Background(), level, "request", attrs...)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("BUG: " + err.Error())
+	}
+	return b
+}

@@ -1,0 +1,383 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
+
+	"switchyard/policy"
+	"switchyard/sse"
+	"switchyard/upstream"
+)
+
+// maxTeeBytes bounds how much of a stream is kept for the cache; a longer
+// stream is relayed but not cached.
+const maxTeeBytes = 8 << 20
+
+var doneEvent = []byte("data: [DONE]\n\n")
+
+// relay is the client's response body for a committed stream. fasthttp
+// calls Read after the handler has returned and writes and flushes each
+// returned slice as one chunk, so every event reaches the client as soon as
+// the upstream sent it. A non-EOF error from Read aborts the response (no
+// terminating chunk): after an upstream failure the client first gets an
+// in-band error event, then a broken stream, never a clean end.
+//
+// The relay owns the upstream stream: fasthttp calls CloseWithError exactly
+// once, with the client write error if the client went away, and that
+// closes the upstream connection.
+type relay struct {
+	s      *Server
+	c      *call
+	u      *upstream.Client
+	model  string
+	resp   *upstream.Response // headers and rate limits; its Stream is st
+	st     *upstream.Stream   // nil once read to the end
+	ttft   time.Duration
+	prompt int64 // prompt characters, counted before the handler returned
+
+	pending   [][]byte
+	cur       []byte
+	sawDone   bool
+	sawFinish bool
+	done      bool
+	abort     error
+	streamErr error
+
+	tee        []byte
+	teeOverrun bool
+	usage      policy.Usage
+	chars      int64
+}
+
+func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, u *upstream.Client, model string, r *attemptResult) bool {
+	ctx.SetStatusCode(r.resp.Status)
+	setUpstreamHeaders(ctx, u, r.resp)
+	ctx.Response.Header.Set("X-Cache", c.xcache)
+	ctx.Response.Header.Set("Cache-Control", "no-cache")
+	_ = ctx.SetWriteDeadline(time.Now().Add(maxStreamDuration))
+	ctx.Response.ImmediateHeaderFlush = true
+	rel := &relay{
+		s: s, c: c, u: u, model: model, resp: r.resp, st: r.resp.Stream,
+		ttft: r.ttft, pending: r.events, prompt: promptChars(c.body),
+	}
+	c.body = nil // not valid once the handler returns
+	ctx.SetBodyStream(rel, -1)
+	return true
+}
+
+// Read implements io.Reader for fasthttp.
+func (r *relay) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if r.abort != nil {
+			return 0, r.abort
+		}
+		if r.done {
+			return 0, io.EOF
+		}
+		r.cur = r.next()
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+// next returns the next bytes for the client (nil to skip an event).
+func (r *relay) next() []byte {
+	var ev []byte
+	switch {
+	case len(r.pending) > 0:
+		ev, r.pending = r.pending[0], r.pending[1:]
+	case r.st == nil:
+		return r.end(io.EOF)
+	default:
+		var err error
+		ev, err = r.st.Next()
+		if err != nil {
+			return r.end(err)
+		}
+	}
+	data, isData := sse.Data(ev)
+	if !isData {
+		return ev // a comment or keep-alive: relayed, not stored
+	}
+	switch {
+	case sse.IsDone(data):
+		r.sawDone, r.done = true, true
+	case upstream.IsErrorEvent(data):
+		r.streamErr = fmt.Errorf("upstream %s: %w: %s", r.u.Name, errInBandError, truncate(upstream.ErrorMessage(data), 300))
+		r.abort = r.streamErr
+		return ev
+	case !json.Valid(data):
+		invalidSSETotal.Inc()
+		return nil
+	}
+	r.keep(ev)
+	if !r.sawDone {
+		if hasFinishReason(data) {
+			r.sawFinish = true
+		}
+		if u, ok := chunkUsage(data); ok {
+			r.usage = u
+		}
+		if r.c.st.policyNeedsChars(r.u.Name) {
+			r.chars += contentChars(data)
+		}
+		if !r.c.wantUsage && isUsageOnly(data) {
+			return nil // we asked for usage; the client did not
+		}
+	}
+	return ev
+}
+
+// end handles the end of the upstream stream: a clean [DONE], a missing
+// [DONE] after a finish_reason (appended), or a failure (an in-band error
+// event, then abort).
+func (r *relay) end(err error) []byte {
+	if r.st != nil {
+		r.st.Close(nil)
+		r.st = nil
+	}
+	if errors.Is(err, io.EOF) {
+		if r.sawDone {
+			r.done = true
+			return nil
+		}
+		if r.sawFinish {
+			r.sawDone, r.done = true, true
+			r.keep(doneEvent)
+			return doneEvent
+		}
+		err = fmt.Errorf("upstream %s: %w", r.u.Name, errCutStream)
+	}
+	r.streamErr = err
+	r.abort = err
+	return errorEvent(fmt.Sprintf("upstream %s failed mid-stream: %v", r.u.Name, err), codeStreamInterrupted)
+}
+
+func (r *relay) keep(ev []byte) {
+	if r.teeOverrun || r.c.key == "" {
+		return
+	}
+	if len(r.tee)+len(ev) > maxTeeBytes {
+		r.teeOverrun, r.tee = true, nil
+		return
+	}
+	r.tee = append(r.tee, ev...)
+}
+
+// CloseWithError is called once by fasthttp when the response is done; err
+// is the client write error (the client went away) or nil.
+func (r *relay) CloseWithError(err error) error {
+	if r.st != nil {
+		r.st.Close(err)
+		r.st = nil
+	}
+	c := r.c
+	pol := c.st.policy
+	m := metricsFor(r.u.Name)
+	status := r.resp.Status
+	var streamErr string
+	switch {
+	case r.streamErr != nil:
+		streamErr = r.streamErr.Error()
+		pol.StreamFailed(r.u.Name, r.model, streamErr)
+		m.outcomes[outcomeLabel(&attemptResult{outcome: policy.Failure, err: r.streamErr})].Inc()
+	case err != nil || !r.sawDone:
+		if err != nil {
+			streamErr = "client went away: " + err.Error()
+		} else {
+			streamErr = "stream not finished"
+		}
+		m.outcomes["ok"].Inc()
+		status = 499 // nginx's "client closed request", for the log only
+	default:
+		s := r.s
+		s.successes.Add(1)
+		ob := policy.Observation{Outcome: policy.OK, Status: r.resp.Status, Latency: r.ttft,
+			Usage: r.usage, Chars: r.prompt + r.chars, RateLimit: r.resp.RateLimit}
+		pol.Observe(r.u.Name, r.model, ob)
+		c.usage = r.usage
+		m.outcomes["ok"].Inc()
+		m.promptTokens.Add(int(r.usage.PromptTokens))
+		m.completionTokens.Add(int(r.usage.CompletionTokens))
+		m.ttfb.Update(r.ttft.Seconds())
+		m.duration.Update(time.Since(c.start).Seconds())
+		if !r.teeOverrun && len(r.tee) > 0 {
+			s.store(c, true, r.tee, "text/event-stream", r.u.Name)
+		}
+	}
+	r.s.finishFlight(c, nil)
+	r.s.logRequest(c, status, streamErr)
+	return nil
+}
+
+// streamFinished reports whether the events read include a finish_reason.
+func streamFinished(events [][]byte) bool {
+	for _, ev := range events {
+		if d, ok := sse.Data(ev); ok && hasFinishReason(d) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasFinishReason reports whether a chunk carries a non-null
+// "finish_reason".
+func hasFinishReason(data []byte) bool {
+	const key = `"finish_reason"`
+	for rest := data; ; {
+		i := bytes.Index(rest, []byte(key))
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(key):]
+		j := 0
+		for j < len(rest) && (rest[j] == ' ' || rest[j] == ':' || rest[j] == '\t') {
+			j++
+		}
+		if j < len(rest) && rest[j] == '"' {
+			return true
+		}
+	}
+}
+
+type usageJSON struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+}
+
+// chunkUsage returns the usage a chunk carries (OpenAI's usage chunk, or
+// Groq's x_groq.usage on the last chunk).
+func chunkUsage(data []byte) (policy.Usage, bool) {
+	if !bytes.Contains(data, []byte(`"usage"`)) {
+		return policy.Usage{}, false
+	}
+	var v struct {
+		Usage *usageJSON `json:"usage"`
+		XGroq *struct {
+			Usage *usageJSON `json:"usage"`
+		} `json:"x_groq"`
+	}
+	if json.Unmarshal(data, &v) != nil {
+		return policy.Usage{}, false
+	}
+	u := v.Usage
+	if u == nil && v.XGroq != nil {
+		u = v.XGroq.Usage
+	}
+	if u == nil {
+		return policy.Usage{}, false
+	}
+	return policy.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}, true
+}
+
+// isUsageOnly reports whether a chunk is the include_usage chunk: usage set
+// and choices empty.
+func isUsageOnly(data []byte) bool {
+	if !bytes.Contains(data, []byte(`"usage"`)) {
+		return false
+	}
+	var v struct {
+		Choices []json.RawMessage `json:"choices"`
+		Usage   json.RawMessage   `json:"usage"`
+	}
+	return json.Unmarshal(data, &v) == nil && len(v.Choices) == 0 && len(v.Usage) > 0 && string(v.Usage) != "null"
+}
+
+// plainUsage reads usage and completion characters of a chat.completion.
+func plainUsage(body []byte) (policy.Usage, int64) {
+	var v struct {
+		Usage   *usageJSON `json:"usage"`
+		Choices []struct {
+			Message struct {
+				Content string `json:"content"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	if json.Unmarshal(body, &v) != nil {
+		return policy.Usage{}, 0
+	}
+	var chars int64
+	for _, ch := range v.Choices {
+		chars += int64(utf8.RuneCountInString(ch.Message.Content))
+	}
+	if v.Usage == nil {
+		return policy.Usage{}, chars
+	}
+	return policy.Usage{PromptTokens: v.Usage.PromptTokens, CompletionTokens: v.Usage.CompletionTokens}, chars
+}
+
+// contentChars counts the characters of a chunk's delta contents.
+func contentChars(data []byte) int64 {
+	var v struct {
+		Choices []struct {
+			Delta struct {
+				Content string `json:"content"`
+			} `json:"delta"`
+		} `json:"choices"`
+	}
+	if json.Unmarshal(data, &v) != nil {
+		return 0
+	}
+	var n int64
+	for _, ch := range v.Choices {
+		n += int64(utf8.RuneCountInString(ch.Delta.Content))
+	}
+	return n
+}
+
+// promptChars counts the characters of the request's message contents
+// (strings, and the text parts of content arrays).
+func promptChars(body []byte) int64 {
+	var v struct {
+		Messages []struct {
+			Content json.RawMessage `json:"content"`
+		} `json:"messages"`
+	}
+	if json.Unmarshal(body, &v) != nil {
+		return 0
+	}
+	var n int64
+	for _, m := range v.Messages {
+		var s string
+		if json.Unmarshal(m.Content, &s) == nil {
+			n += int64(utf8.RuneCountInString(s))
+			continue
+		}
+		var parts []struct {
+			Text string `json:"text"`
+		}
+		if json.Unmarshal(m.Content, &parts) == nil {
+			for _, p := range parts {
+				n += int64(utf8.RuneCountInString(p.Text))
+			}
+		}
+	}
+	return n
+}
+
+// withIncludeUsage asks a stream for its usage chunk (so token quotas can be
+// counted) by adding "stream_options":{"include_usage":true} when the body
+// has no stream_options of its own. The chunk is stripped from the client's
+// stream again.
+func withIncludeUsage(body []byte) []byte {
+	if _, _, ok := upstream.TopLevelValue(body, "stream_options"); ok {
+		return body
+	}
+	end := bytes.LastIndexByte(body, '}')
+	if end < 0 {
+		return body
+	}
+	const add = `,"stream_options":{"include_usage":true}`
+	out := make([]byte, 0, len(body)+len(add))
+	out = append(out, body[:end]...)
+	out = append(out, add...)
+	return append(out, body[end:]...)
+}

@@ -1,0 +1,354 @@
+// Package proxy is Switchyard's request handler: the OpenAI-compatible
+// routes, admission (size, JSON sanity, inbound auth, request id), the cache
+// lookup and request coalescing, the attempt loop over the ranked upstreams,
+// the SSE relay with its commit point, OpenAI-shaped errors, and the per
+// request log line and metrics.
+//
+// Only this package touches *fasthttp.RequestCtx.
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/valyala/fasthttp"
+
+	"switchyard/config"
+	"switchyard/policy"
+	"switchyard/upstream"
+)
+
+// Cache is what the handler needs of a cache backend. ErrMiss-style misses
+// and backend failures are both errors: the handler treats any error as a
+// miss and counts the non-miss ones.
+type Cache interface {
+	Get(key string) ([]byte, error)
+	Set(key string, value []byte, ttl time.Duration) error
+}
+
+// Options wires a Server.
+type Options struct {
+	// Config is the validated configuration.
+	Config config.Config
+	// Upstreams are the clients, one per configured upstream, in config order.
+	Upstreams []*upstream.Client
+	// Policy ranks upstreams and guards attempts with breakers.
+	Policy *policy.Policy
+	// Cache stores answers; nil disables caching.
+	Cache Cache
+	// CacheBackend names the backend for /status ("embedded", "memcached").
+	CacheBackend string
+	// IsMiss tells a cache miss from a backend error (e.g. errors.Is(err,
+	// cache.ErrMiss)). Nil treats every error as a miss.
+	IsMiss func(error) bool
+	// Logger receives the request log lines. Default slog.Default().
+	Logger *slog.Logger
+	// Version is reported by /status.
+	Version string
+}
+
+// state is everything a SIGHUP reload replaces at once. Requests load it
+// once and use that snapshot to their end.
+type state struct {
+	cfg       config.Config
+	upstreams []*upstream.Client
+	byName    map[string]*upstream.Client
+	policy    *policy.Policy
+	authKeys  [][]byte
+	models    []byte          // the /v1/models answer
+	charsUnit map[string]bool // upstreams whose quota counts characters
+}
+
+// policyNeedsChars reports whether the named upstream's quota is counted in
+// characters, so streams must count the characters they relay.
+func (st *state) policyNeedsChars(name string) bool { return st.charsUnit[name] }
+
+// Server is the HTTP handler. Create it with New.
+type Server struct {
+	st       atomic.Pointer[state]
+	cache    Cache
+	backend  string
+	isMiss   func(error) bool
+	log      *slog.Logger
+	version  string
+	started  time.Time
+	idPrefix string
+	idSeq    atomic.Uint64
+	flights  flights
+	storeSem chan struct{}
+
+	requests  atomic.Int64
+	successes atomic.Int64
+	hits      atomic.Int64
+	misses    atomic.Int64
+	draining  atomic.Bool
+}
+
+// New returns a Server for o.
+func New(o Options) (*Server, error) {
+	if len(o.Upstreams) == 0 {
+		return nil, errors.New("proxy: no upstreams")
+	}
+	if o.Policy == nil {
+		return nil, errors.New("proxy: no policy")
+	}
+	s := &Server{
+		cache:    o.Cache,
+		backend:  o.CacheBackend,
+		isMiss:   o.IsMiss,
+		log:      o.Logger,
+		version:  o.Version,
+		started:  time.Now(),
+		storeSem: make(chan struct{}, 64),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.isMiss == nil {
+		s.isMiss = func(error) bool { return true }
+	}
+	if s.backend == "" {
+		s.backend = "none"
+	}
+	var seed [6]byte
+	_, _ = rand.Read(seed[:])
+	s.idPrefix = hex.EncodeToString(seed[:]) + "-"
+	s.flights.m = map[string]*flight{}
+	s.swap(o.Config, o.Upstreams, o.Policy)
+	return s, nil
+}
+
+// Reload replaces the configuration, upstream clients and policy. Requests
+// in flight finish with the ones they started with.
+func (s *Server) Reload(cfg config.Config, ups []*upstream.Client, p *policy.Policy) {
+	s.swap(cfg, ups, p)
+}
+
+func (s *Server) swap(cfg config.Config, ups []*upstream.Client, p *policy.Policy) {
+	st := &state{cfg: cfg, upstreams: ups, policy: p, byName: map[string]*upstream.Client{}, charsUnit: map[string]bool{}}
+	for _, u := range ups {
+		st.byName[u.Name] = u
+		st.charsUnit[u.Name] = u.Config().Quota.Unit == config.UnitChars
+		metricsFor(u.Name)
+	}
+	for _, k := range cfg.Auth.Keys {
+		st.authKeys = append(st.authKeys, []byte(k))
+	}
+	st.models = modelsList(ups, s.started)
+	s.st.Store(st)
+}
+
+// SetDraining makes /healthz answer 503 so load balancers stop sending
+// traffic while the server shuts down.
+func (s *Server) SetDraining() { s.draining.Store(true) }
+
+// Handler serves every route: the API, /healthz, and — unless they are on
+// the admin listener — /metrics and /status.
+func (s *Server) Handler(withAdmin bool) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		s.serve(ctx, withAdmin, true)
+	}
+}
+
+// AdminHandler serves /metrics, /status and /healthz only.
+func (s *Server) AdminHandler() fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		s.serve(ctx, true, false)
+	}
+}
+
+func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
+	start := time.Now()
+	route := routeOther
+	defer func() {
+		if r := recover(); r != nil {
+			panicsTotal.Inc()
+			s.log.Error("panic in handler", "panic", fmt.Sprint(r), "path", string(ctx.Path()))
+			ctx.ResetBody()
+			writeError(ctx, fasthttp.StatusInternalServerError, "internal error", typeServer, "", codeInternal)
+		}
+		requestsCounter(route, ctx.Response.StatusCode()).Inc()
+		routeDurations[route].UpdateDuration(start)
+	}()
+	path := string(ctx.Path())
+	switch {
+	case withAPI && (path == "/v1/chat/completions" || path == "/chat/completions"):
+		route = routeChat
+		if !ctx.IsPost() {
+			s.methodNotAllowed(ctx, "POST")
+			return
+		}
+		s.handleChat(ctx, start)
+	case withAPI && (path == "/v1/models" || path == "/models"):
+		route = routeModels
+		if !ctx.IsGet() {
+			s.methodNotAllowed(ctx, "GET")
+			return
+		}
+		if !s.authorized(ctx) {
+			return
+		}
+		ctx.Response.Header.SetContentType("application/json")
+		ctx.SetBody(s.st.Load().models)
+	case path == "/healthz":
+		route = routeHealthz
+		if !ctx.IsGet() && !ctx.IsHead() {
+			s.methodNotAllowed(ctx, "GET")
+			return
+		}
+		ctx.Response.Header.SetContentType("application/json")
+		if s.draining.Load() {
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			ctx.SetBodyString(`{"status":"draining"}`)
+			return
+		}
+		ctx.SetBodyString(`{"status":"ok"}`)
+	case withAdmin && path == "/metrics":
+		route = routeMetrics
+		if !ctx.IsGet() {
+			s.methodNotAllowed(ctx, "GET")
+			return
+		}
+		ctx.Response.Header.SetContentType("text/plain; version=0.0.4; charset=utf-8")
+		metrics.WritePrometheus(ctx, true)
+	case withAdmin && path == "/status":
+		route = routeStatus
+		if !ctx.IsGet() {
+			s.methodNotAllowed(ctx, "GET")
+			return
+		}
+		s.handleStatus(ctx)
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown path %q", truncate(path, 200)), typeInvalidRequest, "", codeNotFound)
+	}
+}
+
+func (s *Server) methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
+	ctx.Response.Header.Set("Allow", allow)
+	writeError(ctx, fasthttp.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed here; use %s", truncate(string(ctx.Method()), 20), allow), typeInvalidRequest, "", codeMethod)
+}
+
+// authorized checks inbound auth (auth.keys) in constant time and answers
+// 401 itself when it fails.
+func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
+	keys := s.st.Load().authKeys
+	if len(keys) == 0 {
+		return true
+	}
+	h := ctx.Request.Header.Peek("Authorization")
+	const prefix = "Bearer "
+	if len(h) > len(prefix) && bytes.EqualFold(h[:len(prefix)], []byte(prefix)) {
+		tok := h[len(prefix):]
+		ok := 0
+		for _, k := range keys {
+			ok |= subtle.ConstantTimeCompare(tok, k)
+		}
+		if ok == 1 {
+			return true
+		}
+	}
+	ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="switchyard"`)
+	writeError(ctx, fasthttp.StatusUnauthorized, "invalid or missing API key in Authorization: Bearer", typeAuth, "", codeInvalidAPIKey)
+	return false
+}
+
+// ErrorHandler answers fasthttp's own request errors (body too large,
+// malformed request, header overflow, timeouts) in OpenAI's error shape
+// instead of fasthttp's plain-text pages.
+func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "request body is larger than max_body_bytes", typeInvalidRequest, "", codeBodyTooLarge)
+	default:
+		var small *fasthttp.ErrSmallBuffer
+		if errors.As(err, &small) {
+			writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large", typeInvalidRequest, "", "headers_too_large")
+			return
+		}
+		var ne interface{ Timeout() bool }
+		if errors.As(err, &ne) && ne.Timeout() {
+			writeError(ctx, fasthttp.StatusRequestTimeout, "request read timed out", typeInvalidRequest, "", "request_timeout")
+			return
+		}
+		writeError(ctx, fasthttp.StatusBadRequest, "malformed HTTP request", typeInvalidRequest, "", "bad_request")
+	}
+}
+
+// requestID returns the client's X-Request-Id when it is a sane token
+// (1-128 characters of [A-Za-z0-9._:-]), else a new one.
+func (s *Server) requestID(ctx *fasthttp.RequestCtx) string {
+	if id := ctx.Request.Header.Peek("X-Request-Id"); validRequestID(id) {
+		return string(id)
+	}
+	return s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 36)
+}
+
+func validRequestID(id []byte) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for _, c := range id {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// modelsList builds the /v1/models answer: one entry per alias configured.
+// Pass-through upstreams (no models map) serve any name, so they add none.
+func modelsList(ups []*upstream.Client, created time.Time) []byte {
+	owners := map[string]string{}
+	for _, u := range ups {
+		for _, a := range u.Aliases() {
+			if _, ok := owners[a]; !ok {
+				owners[a] = u.Provider
+			}
+		}
+	}
+	ids := make([]string, 0, len(owners))
+	for id := range owners {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	list := struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{Object: "list", Data: []model{}}
+	for _, id := range ids {
+		list.Data = append(list.Data, model{ID: id, Object: "model", Created: created.Unix(), OwnedBy: owners[id]})
+	}
+	return mustJSON(list)
+}
+
+// flights coalesces identical concurrent cache misses.
+type flights struct {
+	mu sync.Mutex
+	m  map[string]*flight
+}

@@ -1,0 +1,333 @@
+// Package upstream is Switchyard's client side: one Client per configured
+// upstream (an OpenAI-compatible server and one API key) that builds the
+// outgoing request, sends it over pooled fasthttp connections, and returns
+// the answer either buffered (plain calls and every error) or as an open
+// event stream guarded by first-token and idle watchdogs. It also parses the
+// rate-limit headers and classifies each answer for the routing policy.
+//
+// Only this package speaks the fasthttp client.
+package upstream
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"switchyard/config"
+	"switchyard/policy"
+)
+
+// Sentinel errors of an attempt. Each is wrapped with the upstream's name.
+var (
+	// ErrFirstTokenTimeout: a stream sent no event within first_token_timeout.
+	ErrFirstTokenTimeout = errors.New("no first event within the first-token timeout")
+	// ErrIdleTimeout: a stream went silent for longer than idle_timeout.
+	ErrIdleTimeout = errors.New("stream idle for longer than the idle timeout")
+	// ErrTimeout: a plain call got no complete answer within timeout.
+	ErrTimeout = errors.New("no answer within the timeout")
+)
+
+// maxErrorBody caps how much of a non-2xx body is read: error bodies are
+// small, and a huge one must not cost memory.
+const maxErrorBody = 64 << 10
+
+// MaxPlainBody caps a plain (non-streaming) answer. An answer over it is an
+// upstream failure, not something to relay.
+const MaxPlainBody = 32 << 20
+
+// Client calls one upstream. It is safe for concurrent use.
+type Client struct {
+	// Name is the upstream's configured name.
+	Name string
+	// Provider is groq, huggingface or openai.
+	Provider string
+	// Priority is the configured priority (lower first).
+	Priority int
+
+	cfg        config.Upstream
+	chatURI    string
+	modelsURI  string
+	host       string
+	authHeader string
+	plain      *fasthttp.HostClient // buffered answers, whole-response deadline
+	stream     *fasthttp.HostClient // streamed answers, idle-extending read deadline
+}
+
+// New builds the client for u. It dials nothing yet.
+func New(u config.Upstream) (*Client, error) {
+	pu, err := url.Parse(u.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: base_url: %w", u.Name, err)
+	}
+	isTLS := pu.Scheme == "https"
+	addr := pu.Host
+	if pu.Port() == "" {
+		if isTLS {
+			addr = net.JoinHostPort(pu.Hostname(), "443")
+		} else {
+			addr = net.JoinHostPort(pu.Hostname(), "80")
+		}
+	}
+	base := strings.TrimRight(u.BaseURL, "/")
+	c := &Client{
+		Name:      u.Name,
+		Provider:  u.Provider,
+		Priority:  u.Priority,
+		cfg:       u,
+		chatURI:   base + "/chat/completions",
+		modelsURI: base + "/models",
+		host:      pu.Host,
+	}
+	if u.APIKey != "" {
+		c.authHeader = "Bearer " + u.APIKey
+	}
+	newHC := func(dial fasthttp.DialFunc) *fasthttp.HostClient {
+		return &fasthttp.HostClient{
+			Addr:                      addr,
+			Name:                      "",
+			NoDefaultUserAgentHeader:  true,
+			IsTLS:                     isTLS,
+			TLSConfig:                 &tls.Config{MinVersion: tls.VersionTLS12, ServerName: pu.Hostname()},
+			Dial:                      dial,
+			MaxConns:                  1024,
+			MaxIdleConnDuration:       30 * time.Second,
+			MaxIdemponentCallAttempts: 1, // retries belong to the policy
+			WriteTimeout:              10 * time.Second,
+			MaxResponseBodySize:       MaxPlainBody,
+			DisablePathNormalizing:    true,
+			SecureErrorLogMessage:     true,
+		}
+	}
+	c.plain = newHC(func(a string) (net.Conn, error) { return fasthttp.DialTimeout(a, 5*time.Second) })
+	c.stream = newHC(func(a string) (net.Conn, error) {
+		conn, err := fasthttp.DialTimeout(a, 5*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		return &idleConn{Conn: conn, idle: max(u.IdleTimeout, u.FirstTokenTimeout)}, nil
+	})
+	return c, nil
+}
+
+// Configured reports whether the upstream has an API key.
+func (c *Client) Configured() bool { return c.authHeader != "" }
+
+// Config returns the upstream's configuration. Callers must not print its
+// APIKey.
+func (c *Client) Config() *config.Upstream { return &c.cfg }
+
+// Model returns the model name to send upstream for the client's alias, and
+// whether this upstream serves it: with a models map exactly its aliases,
+// without one every model, unchanged.
+func (c *Client) Model(alias string) (string, bool) {
+	if len(c.cfg.Models) == 0 {
+		return alias, alias != ""
+	}
+	m, ok := c.cfg.Models[alias]
+	return m, ok
+}
+
+// Aliases returns the aliases of the models map (nil for a pass-through
+// upstream).
+func (c *Client) Aliases() []string {
+	out := make([]string, 0, len(c.cfg.Models))
+	for a := range c.cfg.Models {
+		out = append(out, a)
+	}
+	return out
+}
+
+// ConnsCount returns the number of open connections, for tests and status.
+func (c *Client) ConnsCount() int { return c.plain.ConnsCount() + c.stream.ConnsCount() }
+
+// idleConn pushes the read deadline forward after every read that returned
+// data, so a streamed body never waits on a silent upstream longer than
+// idle. fasthttp sets one read deadline per request; on the stream client that
+// first deadline bounds the wait for the response headers.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && err == nil {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	}
+	return n, err
+}
+
+// Request is one attempt's input.
+type Request struct {
+	// Body is the JSON body to send, model already rewritten. It must stay
+	// unchanged until Do returns (and, for streams, until the stream is
+	// closed).
+	Body []byte
+	// Stream asks for an event stream answer.
+	Stream bool
+	// RequestID is forwarded as X-Request-Id.
+	RequestID string
+}
+
+// Header is one response header kept for the client.
+type Header struct{ Key, Value string }
+
+// Response is an attempt's answer. For a 2xx stream, Stream is open and the
+// caller must Close it; otherwise Body holds the whole (capped) body.
+type Response struct {
+	Status    int
+	Headers   []Header
+	Body      []byte
+	Stream    *Stream
+	RateLimit policy.RateLimit
+	// Latency is the time to the whole answer (plain) or to the response
+	// headers (stream; the stream measures time to first event).
+	Latency time.Duration
+}
+
+// Header returns the value of the named kept header ("" when absent).
+func (r *Response) Header(key string) string {
+	for _, h := range r.Headers {
+		if strings.EqualFold(h.Key, key) {
+			return h.Value
+		}
+	}
+	return ""
+}
+
+// Do sends one attempt. A transport failure (dial, reset, timeout, body too
+// large) is an error; any HTTP answer is a Response.
+func (c *Client) Do(r *Request) (*Response, error) {
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.SetRequestURI(c.chatURI)
+	req.Header.SetHost(c.host)
+	req.Header.SetContentType("application/json")
+	if r.Stream {
+		req.Header.Set("Accept", "text/event-stream")
+	} else {
+		req.Header.Set("Accept", "application/json")
+	}
+	req.Header.Set("Authorization", c.authHeader)
+	if r.RequestID != "" {
+		req.Header.Set("X-Request-Id", r.RequestID)
+	}
+	req.SetBodyRaw(r.Body)
+
+	start := time.Now()
+	resp := fasthttp.AcquireResponse()
+	var err error
+	if r.Stream {
+		resp.StreamBody = true
+		err = c.stream.DoDeadline(req, resp, start.Add(c.cfg.FirstTokenTimeout))
+	} else {
+		err = c.plain.DoDeadline(req, resp, start.Add(c.cfg.Timeout))
+	}
+	if err != nil {
+		fasthttp.ReleaseResponse(resp)
+		return nil, c.wrapErr(err, r.Stream)
+	}
+	out := &Response{Status: resp.StatusCode(), Latency: time.Since(start)}
+	out.Headers = keptHeaders(&resp.Header)
+	out.RateLimit = ParseRateLimit(&resp.Header, time.Now())
+
+	if r.Stream && out.Status/100 == 2 && resp.BodyStream() != nil && isEventStream(out.Header("Content-Type")) {
+		out.Stream = newStream(c.Name, resp, c.cfg.FirstTokenTimeout-out.Latency, c.cfg.IdleTimeout)
+		return out, nil
+	}
+	// Buffered: plain answers, errors, and a "stream" that came back as JSON.
+	limit := MaxPlainBody
+	if out.Status/100 != 2 {
+		limit = maxErrorBody
+	}
+	body, err := readCapped(resp, limit)
+	fasthttp.ReleaseResponse(resp)
+	if err != nil {
+		if out.Status/100 != 2 && errors.Is(err, errBodyCapped) {
+			out.Body = body // an error body cut at the cap still says why
+			return out, nil
+		}
+		return nil, c.wrapErr(err, r.Stream)
+	}
+	out.Body = body
+	if !r.Stream {
+		out.Latency = time.Since(start)
+	}
+	return out, nil
+}
+
+func (c *Client) wrapErr(err error, stream bool) error {
+	var ne net.Error
+	if errors.Is(err, fasthttp.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout()) {
+		if stream {
+			err = ErrFirstTokenTimeout
+		} else {
+			err = ErrTimeout
+		}
+	}
+	return fmt.Errorf("upstream %s: %w", c.Name, err)
+}
+
+var errBodyCapped = errors.New("body over the size limit")
+
+// readCapped returns a copy of the response body, at most limit bytes, and
+// releases the body stream if there is one.
+func readCapped(resp *fasthttp.Response, limit int) ([]byte, error) {
+	s := resp.BodyStream()
+	if s == nil {
+		b := resp.Body()
+		if len(b) > limit {
+			return append([]byte(nil), b[:limit]...), errBodyCapped
+		}
+		return append([]byte(nil), b...), nil
+	}
+	rc, _ := s.(fasthttp.ReadCloserWithError)
+	closeWith := func(err error) {
+		if rc != nil {
+			_ = rc.CloseWithError(err)
+		} else {
+			_ = resp.CloseBodyStream()
+		}
+	}
+	buf, err := io.ReadAll(io.LimitReader(s, int64(limit)+1))
+	switch {
+	case err != nil:
+		closeWith(err)
+		return buf, err
+	case len(buf) > limit:
+		closeWith(errBodyCapped)
+		return buf[:limit], errBodyCapped
+	}
+	closeWith(nil)
+	return buf, nil
+}
+
+func isEventStream(ct string) bool {
+	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(ct)), "text/event-stream")
+}
+
+// keptHeaders returns the response headers relayed to the client:
+// Content-Type, x-ratelimit-*, retry-after, retry-after-ms, and the
+// upstream's x-request-id (relayed as X-Upstream-Request-Id by the proxy).
+func keptHeaders(h *fasthttp.ResponseHeader) []Header {
+	out := make([]Header, 0, 8)
+	if ct := h.ContentType(); len(ct) > 0 {
+		out = append(out, Header{"Content-Type", string(ct)})
+	}
+	for k, v := range h.All() {
+		ks := string(k)
+		lk := strings.ToLower(ks)
+		if strings.HasPrefix(lk, "x-ratelimit-") || lk == "retry-after" || lk == "retry-after-ms" || lk == "x-request-id" {
+			out = append(out, Header{ks, string(v)})
+		}
+	}
+	return out
+}

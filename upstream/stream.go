@@ -1,0 +1,107 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"switchyard/sse"
+)
+
+// Stream is an upstream's open event stream. It owns the fasthttp response
+// until Close. A watchdog closes the connection when no event arrives within
+// the first-token timeout, or when the stream then goes silent for longer than
+// the idle timeout, so Next never blocks past those bounds.
+type Stream struct {
+	name   string
+	resp   *fasthttp.Response
+	body   fasthttp.ReadCloserWithError
+	events *sse.Reader
+	idle   time.Duration
+	start  time.Time
+
+	mu       sync.Mutex // guards closed and the watchdog's close
+	closed   bool
+	timer    *time.Timer
+	fired    error // the timeout the watchdog enforced, if it fired
+	gotFirst bool
+	// FirstEvent is when the first data event arrived (zero before).
+	FirstEvent time.Time
+}
+
+func newStream(name string, resp *fasthttp.Response, first, idle time.Duration) *Stream {
+	body, ok := resp.BodyStream().(fasthttp.ReadCloserWithError)
+	if !ok {
+		panic("BUG: fasthttp streamed body does not implement ReadCloserWithError")
+	}
+	s := &Stream{name: name, resp: resp, body: body, idle: idle, start: time.Now()}
+	s.events = sse.NewReader(body, 0)
+	if first <= 0 {
+		first = time.Millisecond
+	}
+	s.timer = time.AfterFunc(first, func() { s.expire(ErrFirstTokenTimeout) })
+	return s
+}
+
+func (s *Stream) expire(why error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if s.gotFirst {
+		why = ErrIdleTimeout
+	}
+	s.fired = why
+	_ = s.body.CloseWithError(why)
+}
+
+// Next returns the next event's raw bytes (valid until the next call), io.EOF
+// at a clean end, or an error wrapped with the upstream's name: a timeout
+// (ErrFirstTokenTimeout, ErrIdleTimeout), a cut (sse.ErrTruncated) or a read
+// error.
+func (s *Stream) Next() ([]byte, error) {
+	ev, err := s.events.Next()
+	if err != nil {
+		s.mu.Lock()
+		fired := s.fired
+		s.mu.Unlock()
+		if fired != nil {
+			err = fired
+		}
+		if errors.Is(err, io.EOF) {
+			return ev, err
+		}
+		return ev, fmt.Errorf("upstream %s: reading stream: %w", s.name, err)
+	}
+	if _, isData := sse.Data(ev); isData && !s.gotFirst {
+		s.mu.Lock()
+		s.gotFirst = true
+		s.mu.Unlock()
+		s.FirstEvent = time.Now()
+	}
+	if s.gotFirst {
+		s.timer.Reset(s.idle)
+	}
+	return ev, nil
+}
+
+// Close stops the watchdog and releases the upstream response. A nil err
+// after a clean end lets the connection be reused; any other closes it (the
+// client went away, or the stream failed).
+func (s *Stream) Close(err error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.timer.Stop()
+	_ = s.body.CloseWithError(err)
+	s.mu.Unlock()
+	fasthttp.ReleaseResponse(s.resp)
+}

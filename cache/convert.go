@@ -340,7 +340,8 @@ func optString(b *[]byte) *string {
 // For each choice it writes one chunk whose delta carries the whole
 // message (role, content, tool calls each with its index, refusal,
 // reasoning) and logprobs, then one chunk with an empty delta and the
-// finish_reason. With includeUsage (the request's
+// finish_reason; a completion without choices gives one chunk with
+// "choices":[]. With includeUsage (the request's
 // stream_options.include_usage) and a usage in body, every chunk carries
 // "usage":null and a final chunk with "choices":[] carries the usage. The
 // stream ends with "data: [DONE]". Every chunk repeats id, created, model,
@@ -404,6 +405,14 @@ func CompletionToStream(body []byte, includeUsage bool) ([]byte, error) {
 		finish := base
 		finish.Choices = []chunkChoice{{Index: ch.Index, FinishReason: ch.FinishReason}}
 		if err := write(finish); err != nil {
+			return nil, err
+		}
+	}
+	if len(c.Choices) == 0 && !withUsage {
+		// Still send one chunk, so the stream carries id and model.
+		empty := base
+		empty.Choices = []chunkChoice{}
+		if err := write(empty); err != nil {
 			return nil, err
 		}
 	}

@@ -46,35 +46,59 @@ const (
 	msgMissingDigits = "number is missing digits"
 )
 
-// member locates one object member inside the object's scratch buffer: the
-// decoded (unescaped) name is buf[ks:ke], the canonical value buf[ke:ve].
-// esc records whether the name has bytes the canonical form escapes.
+// The canonicalizer works in two linear passes.
+//
+// Parsing writes every value's canonical bytes once, in document order, to
+// an arena. Arrays, scalars and objects whose members already arrive in
+// canonical order (and need no dropping) are then final as they stand. For
+// every object, a record is appended in preorder, when its '{' is read; when
+// the object ends, the record learns its arena extent and, if its members
+// must be reordered or dropped, the sorted list of their arena spans.
+//
+// Emission copies the arena to the output, and at each reordered object
+// emits its members in sorted order instead, each member recursively in the
+// same way. Every arena byte is thus copied once however deep it is nested.
+
+// member is an object member while its object is being read: its decoded
+// name keys[ks:ke], the arena span [start,end) of its canonical
+// "name":value text, and oi, the index of the first object record that can
+// lie inside it.
 type member struct {
-	ks, ke, ve int
-	esc        bool
+	ks, ke     int
+	start, end int
+	oi         int
+}
+
+// span is a member of a reordered object, in canonical order.
+type span struct {
+	start, end int // arena extent of "name":value
+	oi         int // first object record that can lie inside
+}
+
+// objRecord describes one object, in preorder.
+type objRecord struct {
+	start, end int  // arena extent, '{' to '}'
+	next       int  // index of the first record after this object's subtree
+	verbatim   bool // the arena text is canonical as it stands
+	ps, pe     int  // sorted members: perm[ps:pe] (when not verbatim)
 }
 
 // state is the reusable working memory of one canonicalization.
-//
-// Objects are the only values that cannot be emitted as they are read: their
-// members must be sorted first. An object at object-nesting level od
-// (counting enclosing objects only) collects its members into bufs[od],
-// records their spans on the mems stack, sorts them and then copies them, in
-// order, to its output. A nested object writes its own members into
-// bufs[od+1] and its canonical form into bufs[od], so no buffer is written
-// while it is being read.
 type state struct {
 	src   []byte
 	pos   int
 	depth int  // arrays and objects currently open
-	od    int  // objects currently open
 	drop  bool // drop the ignorable top-level request fields
 	// rawEsc is set by str in raw mode when the decoded string has a byte
 	// that the canonical form escapes.
 	rawEsc bool
-	out    []byte
-	bufs   [][]byte
-	mems   []member
+
+	arena []byte      // canonical values in document order
+	keys  []byte      // decoded names of the open objects' members (a stack)
+	mems  []member    // members of the open objects (a stack)
+	objs  []objRecord // all objects, in preorder
+	perm  []span      // sorted members of reordered objects
+	out   []byte      // Derive's hash input
 }
 
 func (s *state) fail(msg string, off int) error {
@@ -83,14 +107,17 @@ func (s *state) fail(msg string, off int) error {
 
 // canonicalize appends the canonical form of src to dst. With request set,
 // src must be a JSON object and the top-level fields that do not change the
-// answer are left out.
+// answer are left out. dst must not overlap s.arena.
 func (s *state) canonicalize(dst, src []byte, request bool) ([]byte, error) {
 	s.src = src
 	s.pos = 0
 	s.depth = 0
-	s.od = 0
 	s.drop = request
+	s.arena = s.arena[:0]
+	s.keys = s.keys[:0]
 	s.mems = s.mems[:0]
+	s.objs = s.objs[:0]
+	s.perm = s.perm[:0]
 	s.skipWS()
 	if request && (s.pos >= len(src) || src[s.pos] != '{') {
 		if s.pos >= len(src) {
@@ -98,15 +125,43 @@ func (s *state) canonicalize(dst, src []byte, request bool) ([]byte, error) {
 		}
 		return dst, s.fail(msgNotObject, s.pos)
 	}
-	dst, err := s.value(dst)
-	if err != nil {
+	var err error
+	if s.arena, err = s.value(s.arena); err != nil {
 		return dst, err
 	}
 	s.skipWS()
 	if s.pos != len(src) {
 		return dst, s.fail(msgTrailing, s.pos)
 	}
-	return dst, nil
+	return s.emitRange(dst, 0, len(s.arena), 0), nil
+}
+
+// emitRange appends arena[start:end], with the reordered objects in it
+// (whose records are at index oi or later) emitted in canonical order.
+func (s *state) emitRange(dst []byte, start, end, oi int) []byte {
+	cur := start
+	for oi < len(s.objs) {
+		o := &s.objs[oi]
+		if o.start >= end {
+			break
+		}
+		if o.verbatim {
+			oi++ // its nested objects are still to be looked at
+			continue
+		}
+		dst = append(dst, s.arena[cur:o.start]...)
+		dst = append(dst, '{')
+		for i, m := range s.perm[o.ps:o.pe] {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = s.emitRange(dst, m.start, m.end, m.oi)
+		}
+		dst = append(dst, '}')
+		cur = o.end
+		oi = o.next
+	}
+	return append(dst, s.arena[cur:end]...)
 }
 
 func (s *state) skipWS() {
@@ -192,6 +247,8 @@ func (s *state) array(dst []byte) ([]byte, error) {
 	}
 }
 
+// object reads the object at s.pos and appends its members to dst (the
+// arena) in document order; see the comment on member for the rest.
 func (s *state) object(dst []byte) ([]byte, error) {
 	if s.depth >= MaxDepth {
 		return dst, s.fail(msgDepth, s.pos)
@@ -206,13 +263,12 @@ func (s *state) object(dst []byte) ([]byte, error) {
 		return append(dst, '{', '}'), nil
 	}
 
-	od := s.od
-	s.od++
-	if od == len(s.bufs) {
-		s.bufs = append(s.bufs, nil)
-	}
-	buf := s.bufs[od][:0]
-	base := len(s.mems)
+	top := s.drop && s.depth == 1
+	idx := len(s.objs)
+	s.objs = append(s.objs, objRecord{start: len(dst)})
+	dst = append(dst, '{')
+	keyBase, memBase := len(s.keys), len(s.mems)
+	sorted, dropped := true, false
 	for {
 		var err error
 		if s.pos >= len(s.src) {
@@ -221,12 +277,36 @@ func (s *state) object(dst []byte) ([]byte, error) {
 		if s.src[s.pos] != '"' {
 			return dst, s.fail(msgKey, s.pos)
 		}
-		ks := len(buf)
-		if buf, err = s.str(buf, true); err != nil {
+		if len(s.mems) > memBase {
+			dst = append(dst, ',')
+		}
+		m := member{ks: len(s.keys), start: len(dst), oi: len(s.objs)}
+		if s.keys, err = s.str(s.keys, true); err != nil {
 			return dst, err
 		}
-		ke := len(buf)
-		esc := s.rawEsc
+		m.ke = len(s.keys)
+		name := s.keys[m.ks:m.ke]
+		if s.rawEsc {
+			dst = appendQuoted(dst, name)
+		} else {
+			dst = append(dst, '"')
+			dst = append(dst, name...)
+			dst = append(dst, '"')
+		}
+		dst = append(dst, ':')
+		if len(s.mems) > memBase {
+			prev := s.mems[len(s.mems)-1]
+			switch bytes.Compare(s.keys[prev.ks:prev.ke], name) {
+			case 0:
+				return dst, s.fail(msgDuplicate, start)
+			case 1:
+				sorted = false
+			}
+		}
+		if top && droppedField(name) {
+			dropped = true
+		}
+
 		s.skipWS()
 		if s.pos >= len(s.src) {
 			return dst, s.fail(msgEOF, s.pos)
@@ -236,10 +316,12 @@ func (s *state) object(dst []byte) ([]byte, error) {
 		}
 		s.pos++
 		s.skipWS()
-		if buf, err = s.value(buf); err != nil {
+		if dst, err = s.value(dst); err != nil {
 			return dst, err
 		}
-		s.mems = append(s.mems, member{ks: ks, ke: ke, ve: len(buf), esc: esc})
+		m.end = len(dst)
+		s.mems = append(s.mems, m)
+
 		s.skipWS()
 		if s.pos >= len(s.src) {
 			return dst, s.fail(msgEOF, s.pos)
@@ -254,45 +336,37 @@ func (s *state) object(dst []byte) ([]byte, error) {
 		s.pos++
 		break
 	}
-
-	ms := s.mems[base:]
-	if len(ms) > 1 {
-		slices.SortFunc(ms, func(a, b member) int {
-			return bytes.Compare(buf[a.ks:a.ke], buf[b.ks:b.ke])
-		})
-		for i := 1; i < len(ms); i++ {
-			if bytes.Equal(buf[ms[i-1].ks:ms[i-1].ke], buf[ms[i].ks:ms[i].ke]) {
-				return dst, s.fail(msgDuplicate, start)
-			}
-		}
-	}
-	top := s.drop && s.depth == 1
-	dst = append(dst, '{')
-	first := true
-	for _, m := range ms {
-		name := buf[m.ks:m.ke]
-		if top && droppedField(name) {
-			continue
-		}
-		if !first {
-			dst = append(dst, ',')
-		}
-		first = false
-		if m.esc {
-			dst = appendQuoted(dst, name)
-			dst = append(dst, ':')
-		} else {
-			dst = append(dst, '"')
-			dst = append(dst, name...)
-			dst = append(dst, '"', ':')
-		}
-		dst = append(dst, buf[m.ke:m.ve]...)
-	}
 	dst = append(dst, '}')
 
-	s.bufs[od] = buf
-	s.mems = s.mems[:base]
-	s.od--
+	o := &s.objs[idx]
+	o.end = len(dst)
+	o.next = len(s.objs)
+	if sorted && !dropped {
+		o.verbatim = true
+	} else {
+		ms := s.mems[memBase:]
+		keys := s.keys
+		if !sorted {
+			slices.SortFunc(ms, func(a, b member) int {
+				return bytes.Compare(keys[a.ks:a.ke], keys[b.ks:b.ke])
+			})
+			for i := 1; i < len(ms); i++ {
+				if bytes.Equal(keys[ms[i-1].ks:ms[i-1].ke], keys[ms[i].ks:ms[i].ke]) {
+					return dst, s.fail(msgDuplicate, start)
+				}
+			}
+		}
+		o.ps = len(s.perm)
+		for _, m := range ms {
+			if top && droppedField(keys[m.ks:m.ke]) {
+				continue
+			}
+			s.perm = append(s.perm, span{start: m.start, end: m.end, oi: m.oi})
+		}
+		o.pe = len(s.perm)
+	}
+	s.keys = s.keys[:keyBase]
+	s.mems = s.mems[:memBase]
 	s.depth--
 	return dst, nil
 }

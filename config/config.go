@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -274,27 +275,40 @@ func parse(r io.Reader, lookup func(string) (string, bool)) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("reading: %w", err)
 	}
-	// Expand variables in scalar values only, so an expanded value can never
-	// change the document's structure (a key containing ": " or "#").
 	var doc yaml.Node
-	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		return Config{}, fmt.Errorf("yaml: %w", err)
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Config{}, errors.New("empty config: at least one upstream is required")
+		}
+		return Config{}, err // yaml.v3 errors already read "yaml: line N: ..."
 	}
-	if len(doc.Content) == 0 {
+	var next yaml.Node
+	if err := dec.Decode(&next); err == nil && !isEmptyDoc(&next) {
+		return Config{}, fmt.Errorf("line %d: a second YAML document (after ---) is not allowed", next.Line)
+	} else if err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, err
+	}
+	if isEmptyDoc(&doc) {
 		return Config{}, errors.New("empty config: at least one upstream is required")
 	}
+	// Variables are expanded in the parsed tree, in scalar values only, and
+	// the tree is decoded as it is (never re-serialized), so an expanded
+	// value can never change the document's structure (a value containing
+	// ": " or " #") and line numbers in errors are those of the file.
 	if err := expandNode(&doc, lookup); err != nil {
 		return Config{}, err
 	}
-	expanded, err := yaml.Marshal(&doc)
-	if err != nil {
-		return Config{}, fmt.Errorf("yaml: %w", err)
+	// Node.Decode has no KnownFields option: checkNode rejects unknown keys
+	// and undecodable values first, naming their YAML path.
+	var errs []error
+	checkNode(doc.Content[0], reflect.TypeFor[Config](), "", map[checked]bool{}, &errs)
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
 	}
 	cfg := Default()
-	dec := yaml.NewDecoder(bytes.NewReader(expanded))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		return Config{}, fmt.Errorf("yaml: %w", err)
+	if err := doc.Decode(&cfg); err != nil {
+		return Config{}, err
 	}
 	for i := range cfg.Upstreams {
 		cfg.Upstreams[i].applyDefaults()
@@ -305,12 +319,27 @@ func parse(r io.Reader, lookup func(string) (string, bool)) (Config, error) {
 	return cfg, nil
 }
 
+// isEmptyDoc reports whether a decoded document holds nothing: no content,
+// or a lone null (a file with only "---" or comments).
+func isEmptyDoc(d *yaml.Node) bool {
+	if len(d.Content) == 0 {
+		return true
+	}
+	n := d.Content[0]
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
 var varRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
 func expandNode(n *yaml.Node, lookup func(string) (string, bool)) error {
 	if n.Kind == yaml.ScalarNode {
 		if !strings.Contains(n.Value, "${") {
 			return nil
+		}
+		// Check the file's text, not the result: an environment value may
+		// itself contain "${" (and must not end up in an error message).
+		if strings.Contains(varRef.ReplaceAllString(n.Value, ""), "${") {
+			return fmt.Errorf("line %d: malformed variable reference in %q (use ${NAME} or ${NAME:-default})", n.Line, n.Value)
 		}
 		n.Value = varRef.ReplaceAllStringFunc(n.Value, func(m string) string {
 			sub := varRef.FindStringSubmatch(m)
@@ -322,9 +351,6 @@ func expandNode(n *yaml.Node, lookup func(string) (string, bool)) error {
 		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
 			n.Tag = "" // let the expanded text resolve to its own type (8080 is an int)
 		}
-		if strings.Contains(n.Value, "${") {
-			return fmt.Errorf("line %d: malformed variable reference in %q (use ${NAME} or ${NAME:-default})", n.Line, n.Value)
-		}
 		return nil
 	}
 	for _, c := range n.Content {
@@ -333,6 +359,137 @@ func expandNode(n *yaml.Node, lookup func(string) (string, bool)) error {
 		}
 	}
 	return nil
+}
+
+// checked is one (node, type) pair already visited by checkNode: an anchor
+// used by several aliases is checked once, and a self-referencing alias
+// does not loop (Decode then reports it).
+type checked struct {
+	n *yaml.Node
+	t reflect.Type
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// checkNode appends an error for every mapping key of n that has no field in
+// t and every scalar that does not decode into its field, each naming its
+// YAML path and line: "upstreams[0].timout: unknown key (line 12)".
+func checkNode(n *yaml.Node, t reflect.Type, path string, seen map[checked]bool, errs *[]error) {
+	if n.Kind == yaml.AliasNode {
+		if n.Alias == nil {
+			return
+		}
+		n = n.Alias
+	}
+	if seen[checked{n, t}] {
+		return
+	}
+	seen[checked{n, t}] = true
+	where := path
+	if where == "" {
+		where = "(top level)"
+	}
+	bad := func(n *yaml.Node, format string, args ...any) {
+		*errs = append(*errs, fmt.Errorf("%s: %s (line %d)", where, fmt.Sprintf(format, args...), n.Line))
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return // null keeps the default
+	}
+	switch {
+	case t == durationType:
+		if n.Kind != yaml.ScalarNode {
+			bad(n, "must be a duration such as 30s, 500ms or 1h")
+		} else if _, err := time.ParseDuration(n.Value); err != nil {
+			bad(n, "must be a duration such as 30s, 500ms or 1h, not %q", n.Value)
+		}
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			bad(n, "must be a mapping")
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Value == "<<" && k.Kind == yaml.ScalarNode { // merge key
+				checkMerge(v, t, path, seen, errs)
+				continue
+			}
+			f, ok := fieldByKey(t, k.Value)
+			if !ok {
+				*errs = append(*errs, fmt.Errorf("%s: unknown key (line %d)", join(path, k.Value), k.Line))
+				continue
+			}
+			checkNode(v, f.Type, join(path, k.Value), seen, errs)
+		}
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			bad(n, "must be a list")
+			return
+		}
+		for i, c := range n.Content {
+			checkNode(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), seen, errs)
+		}
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			bad(n, "must be a mapping")
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Value == "<<" && k.Kind == yaml.ScalarNode {
+				checkMerge(v, t, path, seen, errs)
+				continue
+			}
+			checkNode(k, t.Key(), path, seen, errs)
+			checkNode(v, t.Elem(), join(path, k.Value), seen, errs)
+		}
+	default:
+		if n.Kind != yaml.ScalarNode || n.Decode(reflect.New(t).Interface()) != nil {
+			switch t.Kind() {
+			case reflect.Int, reflect.Int64:
+				bad(n, "must be an integer")
+			case reflect.Float64:
+				bad(n, "must be a number")
+			case reflect.Bool:
+				bad(n, "must be true or false")
+			default:
+				bad(n, "must be a %s", t.Kind())
+			}
+		}
+	}
+}
+
+// checkMerge checks the value of a "<<" merge key: a mapping or a list of
+// mappings (usually aliases), each merged into a t.
+func checkMerge(v *yaml.Node, t reflect.Type, path string, seen map[checked]bool, errs *[]error) {
+	if v.Kind == yaml.SequenceNode {
+		for _, c := range v.Content {
+			checkNode(c, t, path, seen, errs)
+		}
+		return
+	}
+	checkNode(v, t, path, seen, errs)
+}
+
+// fieldByKey returns the field of struct type t whose yaml tag names key.
+func fieldByKey(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		if name == key && f.IsExported() {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,21 +62,10 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	}
 	logs := lb.String()
 	for _, want := range []string{"from=closed to=open", "from=open to=half-open", "from=half-open to=closed"} {
-		if !contains(logs, want) {
+		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %q:\n%s", want, logs)
 		}
 	}
-}
-
-func contains(s, sub string) bool { return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0) }
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }
 
 func TestBreakerHalfOpenCapsHealth(t *testing.T) {

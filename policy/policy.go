@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -476,15 +477,26 @@ func (p *Policy) newRetryPolicy(r Retry) retrypolicy.RetryPolicy[Attempt] {
 		AbortOnErrors(circuitbreaker.ErrOpen).
 		AbortIf(func(a Attempt, _ error) bool { return a.RetryAfter > maxRetryAfterHonoured }).
 		WithMaxRetries(r.Attempts).
-		WithBackoff(r.Backoff, max(r.Backoff, maxRetryDelay)).
-		WithJitterFactor(retryJitterFactor).
 		WithDelayFunc(func(ex failsafe.ExecutionAttempt[Attempt]) time.Duration {
-			if ra := ex.LastResult().RetryAfter; ra > 0 && ra <= maxRetryAfterHonoured {
-				return ra
-			}
-			return -1
+			return retryDelay(r.Backoff, ex.Attempts(), ex.LastResult().RetryAfter, rand.Float64())
 		}).
 		WithBudget(p.budget).
 		ReturnLastFailure().
 		Build()
+}
+
+// retryDelay is the wait before the next attempt after attempt number n
+// (1-based): the upstream's RetryAfter plus up to 25% (never less, so the
+// upstream's wish is honoured), else backoff·2^(n-1) capped at 2s, ±25%.
+// random is in [0,1).
+func retryDelay(backoff time.Duration, n int, retryAfter time.Duration, random float64) time.Duration {
+	if retryAfter > 0 {
+		return retryAfter + time.Duration(float64(retryAfter)*retryJitterFactor*random)
+	}
+	d := backoff
+	for i := 1; i < n && d < maxRetryDelay; i++ {
+		d *= 2
+	}
+	d = min(d, maxRetryDelay)
+	return time.Duration(float64(d) * (1 + (2*random-1)*retryJitterFactor))
 }

@@ -126,7 +126,7 @@ func TestQuotaWarnings(t *testing.T) {
 		return lb.Count("upstream quota at 80%"), lb.Count("upstream quota at 90%"), lb.Count("upstream quota exhausted")
 	}
 	steps := []struct {
-		observes   int
+		observes    int
 		w80, w90, x int
 	}{
 		{7, 0, 0, 0},

@@ -242,30 +242,32 @@ func getState() *state {
 	return statePool.Get().(*state)
 }
 
-// Limits on what a pooled state keeps between uses, so that one huge or
-// deeply nested body does not pin its memory forever.
+// Limits on what a pooled state keeps between uses, so that one huge body
+// does not pin its memory forever.
 const (
-	keepBufBytes = 1 << 20
-	keepBufs     = 32
-	keepMembers  = 4096
+	keepBytes   = 1 << 20
+	keepRecords = 1 << 14
 )
 
 func putState(s *state) {
 	s.src = nil
-	if cap(s.out) > keepBufBytes {
+	if cap(s.out) > keepBytes {
 		s.out = nil
 	}
-	if len(s.bufs) > keepBufs {
-		clear(s.bufs[keepBufs:])
-		s.bufs = s.bufs[:keepBufs]
+	if cap(s.arena) > keepBytes {
+		s.arena = nil
 	}
-	for i, b := range s.bufs {
-		if cap(b) > keepBufBytes {
-			s.bufs[i] = nil
-		}
+	if cap(s.keys) > keepBytes {
+		s.keys = nil
 	}
-	if cap(s.mems) > keepMembers {
+	if cap(s.mems) > keepRecords {
 		s.mems = nil
+	}
+	if cap(s.objs) > keepRecords {
+		s.objs = nil
+	}
+	if cap(s.perm) > keepRecords {
+		s.perm = nil
 	}
 	statePool.Put(s)
 }

@@ -1,9 +1,6 @@
 package cachekey
 
-import (
-	"math/big"
-	"strconv"
-)
+import "strconv"
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
@@ -28,13 +25,6 @@ func (d *digits) append(dst []byte, a, b int) []byte {
 	}
 	if b > d.nI {
 		dst = append(dst, d.src[d.fracStart+max(a, d.nI)-d.nI:d.fracStart+b-d.nI]...)
-	}
-	return dst
-}
-
-func appendZeros(dst []byte, n int64) []byte {
-	for ; n > 0; n-- {
-		dst = append(dst, '0')
 	}
 	return dst
 }
@@ -145,19 +135,16 @@ func (s *state) number(dst []byte) ([]byte, error) {
 	}
 	if expEnd-expStart > maxSmallExpDigits {
 		// |P| >= 10^18 dwarfs adj (bounded by the input length), so the
-		// number is far outside the positional range.
-		var x big.Int
-		x.SetString(string(src[expStart:expEnd]), 10)
-		if expNeg {
-			x.Neg(&x)
-		}
-		x.Add(&x, big.NewInt(adj))
+		// number is far outside the positional range and X has P's sign:
+		// |X| = |P| + adj for P > 0, |P| - adj for P < 0.
 		dst = appendMantissa(dst, &d, lz, n)
-		dst = append(dst, 'e')
-		if x.Sign() >= 0 {
-			dst = append(dst, '+')
+		if expNeg {
+			dst = append(dst, 'e', '-')
+			adj = -adj
+		} else {
+			dst = append(dst, 'e', '+')
 		}
-		return x.Append(dst, 10), nil
+		return appendDecimalSum(dst, src[expStart:expEnd], adj), nil
 	}
 	var p int64
 	for _, c := range src[expStart:expEnd] {
@@ -172,7 +159,7 @@ func (s *state) number(dst []byte) ([]byte, error) {
 		intDigits := int(x) + 1
 		if intDigits >= n {
 			dst = d.append(dst, lz, lz+n)
-			dst = appendZeros(dst, int64(intDigits-n))
+			dst = appendRepeat(dst, '0', intDigits-n)
 		} else {
 			dst = d.append(dst, lz, lz+intDigits)
 			dst = append(dst, '.')
@@ -180,7 +167,7 @@ func (s *state) number(dst []byte) ([]byte, error) {
 		}
 	case -7 < x && x < 0:
 		dst = append(dst, '0', '.')
-		dst = appendZeros(dst, -x-1)
+		dst = appendRepeat(dst, '0', int(-x-1))
 		dst = d.append(dst, lz, lz+n)
 	default:
 		dst = appendMantissa(dst, &d, lz, n)
@@ -201,6 +188,70 @@ func appendMantissa(dst []byte, d *digits, lz, n int) []byte {
 	if n > 1 {
 		dst = append(dst, '.')
 		dst = d.append(dst, lz+1, lz+n)
+	}
+	return dst
+}
+
+// appendDecimalSum appends the decimal digits of p + delta, where p is a
+// digit string of more than 18 digits without leading zeros and
+// |delta| < 10^18, so the sum is positive. It runs in time linear in len(p)
+// (math/big would be quadratic in the worst case for huge inputs).
+func appendDecimalSum(dst, p []byte, delta int64) []byte {
+	const tailDigits = 18
+	const tailMod = 1_000_000_000_000_000_000 // 10^18
+	head, tailText := p[:len(p)-tailDigits], p[len(p)-tailDigits:]
+	var tail int64
+	for _, c := range tailText {
+		tail = tail*10 + int64(c-'0')
+	}
+	tail += delta
+	mark := len(dst)
+	switch {
+	case tail >= tailMod: // carry into head
+		tail -= tailMod
+		j := len(head) - 1
+		for j >= 0 && head[j] == '9' {
+			j--
+		}
+		if j < 0 {
+			dst = append(dst, '1')
+		} else {
+			dst = append(dst, head[:j]...)
+			dst = append(dst, head[j]+1)
+		}
+		dst = appendRepeat(dst, '0', len(head)-j-1)
+	case tail < 0: // borrow from head, which is not zero
+		tail += tailMod
+		j := len(head) - 1
+		for head[j] == '0' {
+			j--
+		}
+		dst = append(dst, head[:j]...)
+		dst = append(dst, head[j]-1)
+		dst = appendRepeat(dst, '9', len(head)-j-1)
+	default:
+		dst = append(dst, head...)
+	}
+	var buf [tailDigits]byte
+	for i := tailDigits - 1; i >= 0; i-- {
+		buf[i] = byte('0' + tail%10)
+		tail /= 10
+	}
+	dst = append(dst, buf[:]...)
+	// A borrow can leave leading zeros ("1000..." - 1); drop them.
+	k := mark
+	for dst[k] == '0' {
+		k++
+	}
+	if k > mark {
+		dst = append(dst[:mark], dst[k:]...)
+	}
+	return dst
+}
+
+func appendRepeat(dst []byte, c byte, n int) []byte {
+	for ; n > 0; n-- {
+		dst = append(dst, c)
 	}
 	return dst
 }

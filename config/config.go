@@ -521,8 +521,9 @@ func (c *Config) Validate() error {
 		bad("log_level", "must be debug, info, warn or error")
 	}
 	for i, s := range c.Cache.Memcached {
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			bad(fmt.Sprintf("cache.memcached[%d]", i), "must be host:port")
+		host, port, err := net.SplitHostPort(s)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			bad(fmt.Sprintf("cache.memcached[%d]", i), "must be host:port with a port between 1 and 65535")
 		}
 	}
 	if c.Cache.TTL < 0 {
@@ -554,7 +555,7 @@ func (c *Config) Validate() error {
 		name string
 		v    float64
 	}{{"health", w.Health}, {"quota", w.Quota}, {"latency", w.Latency}} {
-		if f.v < 0 || f.v > 1 {
+		if !(f.v >= 0 && f.v <= 1) { // also rejects .nan
 			bad("routing.weights."+f.name, "must be between 0 and 1")
 		}
 	}

@@ -60,11 +60,11 @@
 // The rest are ordered by priority (ascending), then score (descending).
 // Within one priority, every candidate whose score is within TieBand (default
 // 0.05) of the best one is a tie; ties are ordered least recently picked
-// first (the first candidate of every Rank and every upstream that Do runs
-// counts as picked), which is a round robin for a stable set of equal
-// upstreams such as several keys of one provider and, unlike a shared
-// counter, cannot be phase-locked by interleaved requests for different
-// models.
+// first, per deployment (the first candidate of every Rank and every
+// deployment that Do runs count as picked). For a stable set of equal
+// upstreams, such as several keys of one provider, that is a round robin
+// per model; unlike one shared counter it cannot be phase-locked by
+// interleaved requests for different models.
 //
 // # Quota
 //
@@ -99,9 +99,11 @@
 // # Retry
 //
 // An upstream with Retry.Attempts > 0 retries [Failure] outcomes on the same
-// upstream up to that many extra times with exponential backoff (factor 2,
-// jitter 25%, at most 2s), or after Attempt.RetryAfter when that is at most
-// 2s; a longer RetryAfter ends the retries so the caller fails over instead.
+// upstream up to that many extra times, waiting Retry.Backoff·2^(n−1)
+// (at most 2s, ±25% jitter) before retry n, or Attempt.RetryAfter plus up to
+// 25% when the upstream sent one of at most 2s; a longer RetryAfter ends the
+// retries so the caller fails over instead. Retries stop as soon as a
+// breaker opens.
 // All upstreams share one failsafe-go budget (default: retries may be at most
 // 20% of executions in flight, and at least 3), so retries cannot multiply
 // load during an incident.

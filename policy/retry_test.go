@@ -153,3 +153,28 @@ type fakeBudget struct{}
 func (fakeBudget) Rate() float64 { return 0 }
 
 var _ budget.Budget = fakeBudget{}
+
+func TestRetryDelay(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		backoff    time.Duration
+		n          int
+		retryAfter time.Duration
+		random     float64
+		want       time.Duration
+	}{
+		{100 * ms, 1, 0, 0.5, 100 * ms},
+		{100 * ms, 2, 0, 0.5, 200 * ms},
+		{100 * ms, 3, 0, 0.5, 400 * ms},
+		{100 * ms, 10, 0, 0.5, 2000 * ms}, // capped
+		{100 * ms, 1, 0, 0, 75 * ms},      // -25%
+		{100 * ms, 1, 0, 1, 125 * ms},     // +25% (random < 1 in practice)
+		{100 * ms, 1, 800 * ms, 0, 800 * ms},
+		{100 * ms, 1, 800 * ms, 0.5, 900 * ms},
+	}
+	for _, tt := range tests {
+		if got := retryDelay(tt.backoff, tt.n, tt.retryAfter, tt.random); got != tt.want {
+			t.Errorf("retryDelay(%v, %d, %v, %v) = %v, want %v", tt.backoff, tt.n, tt.retryAfter, tt.random, got, tt.want)
+		}
+	}
+}

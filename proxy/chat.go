@@ -272,7 +272,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Tar
 	if len(c.tried) > 1 {
 		ctx.Response.Header.Set("X-Attempts", strconv.Itoa(len(c.tried)))
 	}
-	s.answerAllFailed(ctx, c, last, reasons, skipped)
+	s.answerAllFailed(ctx, c, last, reasons, skipped, targets)
 	return false
 }
 
@@ -483,7 +483,7 @@ const retryAfterCap = 120 * time.Second
 // upstream's own answer when every one said the request cannot be served
 // there (404, 413, context length), else 502 (attempts failed) or 503
 // (nothing could be tried).
-func (s *Server) answerAllFailed(ctx *fasthttp.RequestCtx, c *call, last *attemptResult, reasons []string, skipped []policy.Skipped) {
+func (s *Server) answerAllFailed(ctx *fasthttp.RequestCtx, c *call, last *attemptResult, reasons []string, skipped []policy.Skipped, targets []policy.Target) {
 	defer func() {
 		if last != nil {
 			last.release()
@@ -517,8 +517,13 @@ func (s *Server) answerAllFailed(ctx *fasthttp.RequestCtx, c *call, last *attemp
 			others++
 		}
 	}
-	if last != nil && last.resp != nil && last.resp.RateLimit.RetryAfter > 0 {
-		note(now.Add(last.resp.RateLimit.RetryAfter))
+	if limited > 0 {
+		// The attempts just put rate-limited upstreams in cooldown: ask the
+		// policy when each comes back.
+		_, cooling := c.st.policy.Rank(targets)
+		for _, sk := range cooling {
+			note(sk.Until)
+		}
 	}
 	msg := "all upstreams failed: " + strings.Join(reasons, "; ")
 	switch {

@@ -388,7 +388,7 @@ func build(specs []UpstreamSpec, o Options, old *Policy) (*Policy, error) {
 		if old != nil {
 			og = old.groups[key]
 		}
-		p.groups[key] = carryGroup(og, key, gs.quota, strings.Join(gs.members, ","))
+		p.groups[key] = carryGroup(og, key, gs.quota, strings.Join(gs.members, ","), e.prefix)
 	}
 
 	for _, s := range norm {

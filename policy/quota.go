@@ -2,6 +2,7 @@ package policy
 
 import (
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,9 +70,11 @@ func newGroup(key string, q Quota, members string) *group {
 }
 
 // carryGroup returns the group for key, reusing or copying old state.
-func carryGroup(old *group, key string, q Quota, members string) *group {
+func carryGroup(old *group, key string, q Quota, members, prefix string) *group {
 	if old != nil && old.quota == q && old.members == members {
-		return old
+		if pi := old.period.Load(); pi == nil || strings.HasPrefix(pi.key, prefix+":"+key+":") {
+			return old
+		}
 	}
 	g := newGroup(key, q, members)
 	if old == nil {
@@ -79,7 +82,8 @@ func carryGroup(old *group, key string, q Quota, members string) *group {
 	}
 	g.rl.Store(old.rl.Load())
 	g.disabledUntil.Store(old.disabledUntil.Load())
-	if old.quota.Unit == q.Unit && old.quota.Period == q.Period {
+	if pi := old.period.Load(); pi != nil && old.quota.Unit == q.Unit && old.quota.Period == q.Period &&
+		strings.HasPrefix(pi.key, prefix+":"+key+":") {
 		old.mu.Lock()
 		g.warned = old.warned
 		old.mu.Unlock()

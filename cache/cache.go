@@ -29,7 +29,9 @@
 //	switchyard_cache_errors_total{backend="memcached",op="get|set|incr"}
 //	                                        failed memcached operations, including those
 //	                                        refused by the open breaker; misses are not errors
-//	switchyard_cache_breaker_state          0 closed, 1 half-open, 2 open (latest Memcached)
+//	switchyard_cache_breaker_state          0 closed, 1 half-open, 2 open (latest Memcached);
+//	                                        the breaker turns half-open lazily, on the first
+//	                                        operation after the delay, so 2 can outlast the delay
 package cache
 
 import (

@@ -418,3 +418,20 @@ func BenchmarkEmbeddedGetParallel(b *testing.B) {
 		}
 	})
 }
+
+func ExampleEmbedded() {
+	c := NewEmbedded(64 << 20)
+	entry := EncodeEntry(nil, Entry{Body: []byte(`{"object":"chat.completion"}`), ContentType: "application/json", StoredAt: time.Unix(1732627200, 0)})
+	_ = c.Set("switchyard:v1:9f2c", entry, time.Hour)
+	b, err := c.Get("switchyard:v1:9f2c")
+	if err != nil {
+		return // ErrMiss: ask an upstream
+	}
+	e, _ := DecodeEntry(b)
+	fmt.Println(e.ContentType, string(e.Body), e.StoredAt.UTC().Format(time.RFC3339))
+	n, _ := c.Incr("quota:groq:2024-11-26", 42, time.Unix(1732665600, 0))
+	fmt.Println(n)
+	// Output:
+	// application/json {"object":"chat.completion"} 2024-11-26T13:20:00Z
+	// 42
+}

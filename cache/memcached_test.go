@@ -137,8 +137,14 @@ func (s *memcachedServer) stop() {
 	s.cmd = nil
 }
 
+// newTestMemcached is NewMemcached with a 1s timeout unless o sets one: the
+// 100ms default is for production, and a loaded CI machine running -race
+// can miss it.
 func newTestMemcached(t *testing.T, o MemcachedOptions) *Memcached {
 	t.Helper()
+	if o.Timeout == 0 {
+		o.Timeout = time.Second
+	}
 	m, err := NewMemcached(o)
 	if err != nil {
 		t.Fatal(err)

@@ -194,8 +194,9 @@ func appendKey(dst []byte, namespace string, sum *[sha256.Size]byte) []byte {
 }
 
 // Canonicalize appends the canonical form of the JSON document in src to dst
-// and returns the extended slice. On error dst is returned unchanged and the
-// error wraps ErrInvalidJSON.
+// and returns the extended slice; dst and src must not overlap. On error dst
+// is returned unchanged and the error wraps ErrInvalidJSON. Any JSON value is
+// accepted at the top level, and no field is dropped (that is Derive's job).
 //
 // The canonical form is valid JSON with one spelling per value:
 //

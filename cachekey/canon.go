@@ -28,7 +28,6 @@ const (
 	msgTrailing      = "unexpected data after top-level value"
 	msgValue         = "invalid character looking for beginning of value"
 	msgLiteral       = "invalid literal"
-	msgNumber        = "invalid number"
 	msgKey           = "expected string object key"
 	msgColon         = "expected ':' after object key"
 	msgObjectSep     = "expected ',' or '}' after object member"
@@ -248,7 +247,7 @@ func (s *state) array(dst []byte) ([]byte, error) {
 }
 
 // object reads the object at s.pos and appends its members to dst (the
-// arena) in document order; see the comment on member for the rest.
+// arena) in document order, recording it as described above member.
 func (s *state) object(dst []byte) ([]byte, error) {
 	if s.depth >= MaxDepth {
 		return dst, s.fail(msgDepth, s.pos)

@@ -33,7 +33,7 @@ func (d *digits) append(dst []byte, a, b int) []byte {
 // documented on Canonicalize.
 func (s *state) number(dst []byte) ([]byte, error) {
 	src := s.src
-	i := s.pos
+	start, i := s.pos, s.pos
 	neg := false
 	if src[i] == '-' {
 		neg = true
@@ -84,6 +84,15 @@ func (s *state) number(dst []byte) ([]byte, error) {
 		expEnd = i
 	}
 	s.pos = i
+
+	if fracEnd == fracStart && expEnd == expStart && intEnd-intStart <= 21 {
+		// A plain integer of at most 21 digits is already canonical,
+		// except for the sign of -0.
+		if intEnd-intStart == 1 && src[intStart] == '0' {
+			return append(dst, '0'), nil
+		}
+		return append(dst, src[start:intEnd]...), nil
+	}
 
 	// The value is C × 10^(P - nF), C the integer and fraction digits
 	// concatenated. Trim C to D = C[lz:last+1].

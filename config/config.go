@@ -350,6 +350,11 @@ func expandNode(n *yaml.Node, lookup func(string) (string, bool)) error {
 		})
 		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
 			n.Tag = "" // let the expanded text resolve to its own type (8080 is an int)
+			if n.Value != "" && n.ShortTag() == "!!null" {
+				// A value spelled "null" or "~" is that text; only an
+				// empty expansion means "not set".
+				n.Tag = "!!str"
+			}
 		}
 		return nil
 	}
@@ -400,7 +405,8 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, seen map[checked]bool,
 		if n.Kind != yaml.ScalarNode {
 			bad(n, "must be a duration such as 30s, 500ms or 1h")
 		} else if _, err := time.ParseDuration(n.Value); err != nil {
-			bad(n, "must be a duration such as 30s, 500ms or 1h, not %q", n.Value)
+			// The value is not quoted: it may come from the environment.
+			bad(n, "must be a duration such as 30s, 500ms or 1h")
 		}
 	case t.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {
@@ -443,7 +449,9 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, seen map[checked]bool,
 			checkNode(v, t.Elem(), join(path, k.Value), seen, errs)
 		}
 	default:
-		if n.Kind != yaml.ScalarNode || n.Decode(reflect.New(t).Interface()) != nil {
+		// yaml.v3 would truncate 1.5 into an int field; require an integer.
+		isInt := t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64
+		if n.Kind != yaml.ScalarNode || (isInt && n.ShortTag() != "!!int") || n.Decode(reflect.New(t).Interface()) != nil {
 			switch t.Kind() {
 			case reflect.Int, reflect.Int64:
 				bad(n, "must be an integer")

@@ -19,9 +19,9 @@ import (
 // circuitbreaker.ErrOpen and a zero Attempt without calling call. Otherwise
 // it returns what the last call returned (an error with Outcome OK is
 // treated as Failure); a retry that the budget or an opening breaker stops
-// also ends with the last call's result. The caller then reports that
-// attempt with Observe. Attempts that Do itself retried are recorded in
-// health and counters by Do.
+// also ends with the last call's result. Do records nothing in health,
+// latency or quota: report every attempt, retried ones included, with
+// Observe (for example from inside call).
 func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, error) {
 	u := p.byName[name]
 	if u == nil {
@@ -42,12 +42,8 @@ func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, 
 		ran     int
 	)
 	wrapped := func() (Attempt, error) {
-		if ran > 0 { // the previous attempt is being retried
+		if ran > 0 {
 			st.retries.Inc()
-			st.requests.Add(1)
-			st.failures.Add(1)
-			st.recordHealth(true)
-			st.setLastErr(Failure.String() + " (retried)")
 		}
 		a, err := call()
 		if err != nil && a.Outcome == OK {
@@ -79,9 +75,10 @@ func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, 
 
 // Observe records what an attempt produced: the health window, the latency
 // average, the quota counter (which may cost one Counter.Incr round trip),
-// the rate-limit view, cooldowns and the last error. Call it once for the
-// attempt Do returned (not when Do returned ErrOpen); for a stream, once
-// when it ends, with Latency the time to the first token.
+// the rate-limit view, cooldowns and the last error. Call it once per
+// attempt that reached the upstream (not when Do returned ErrOpen without
+// calling); for a stream, once when it ends, with Latency the time to the
+// first token.
 func (p *Policy) Observe(name, model string, ob Observation) {
 	u := p.byName[name]
 	if u == nil {

@@ -48,7 +48,7 @@
 //
 //	score   = wH·health + wQ·quota + wL·latency
 //
-// The weights are normalised to sum to 1 (default 0.5, 0.3, 0.2), so a score
+// The weights are normalised to sum to 1 (default 0.4, 0.3, 0.3), so a score
 // is in [0,1] and TieBand is a fraction of the best possible score.
 //
 // # Ranking

@@ -34,7 +34,7 @@ const (
 	// DefaultSuccessThreshold is the default BreakerSettings.SuccessThreshold.
 	DefaultSuccessThreshold = 1
 	// DefaultBreakerDelay is the default BreakerSettings.Delay.
-	DefaultBreakerDelay = 30 * time.Second
+	DefaultBreakerDelay = 60 * time.Second
 	// DefaultRetryBackoff is the default Retry.Backoff.
 	DefaultRetryBackoff = 100 * time.Millisecond
 	// MaxRetryAttempts is the largest Retry.Attempts New accepts.
@@ -42,7 +42,7 @@ const (
 )
 
 // DefaultWeights are used when all of Options.Weights are zero.
-var DefaultWeights = Weights{Health: 0.5, Quota: 0.3, Latency: 0.2}
+var DefaultWeights = Weights{Health: 0.4, Quota: 0.3, Latency: 0.3}
 
 // Skipped.Reason values.
 const (
@@ -71,7 +71,7 @@ type Weights struct {
 
 // BreakerSettings configure every circuit breaker (per deployment and per
 // upstream key). Zero fields take the defaults: FailureThreshold 5
-// consecutive failures, SuccessThreshold 1 success in half-open, Delay 30s
+// consecutive failures, SuccessThreshold 1 success in half-open, Delay 60s
 // open before half-open.
 type BreakerSettings struct {
 	FailureThreshold, SuccessThreshold int

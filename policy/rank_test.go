@@ -206,7 +206,7 @@ func TestScoreFormula(t *testing.T) {
 	if math.Abs(a.Health-0.25) > eps || math.Abs(a.Latency-0.2) > eps || a.Quota != 1 {
 		t.Fatalf("sub-scores = %+v", a)
 	}
-	if want := 0.5*0.25 + 0.3*1 + 0.2*0.2; math.Abs(a.Score-want) > eps {
+	if want := 0.4*0.25 + 0.3*1 + 0.3*0.2; math.Abs(a.Score-want) > eps {
 		t.Fatalf("score = %v, want %v", a.Score, want)
 	}
 	// EWMA with alpha 0.3.

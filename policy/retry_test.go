@@ -52,10 +52,9 @@ func TestRetry(t *testing.T) {
 			if el := time.Since(start); el < tt.minTime || el > 2*time.Second {
 				t.Fatalf("took %v", el)
 			}
-			// Retried attempts are in health and counters; the returned one
-			// is for the caller to Observe.
-			if st := p.Snapshot()[0]; st.Requests != int64(tt.wantCalls-1) || st.Failures != int64(tt.wantCalls-1) {
-				t.Fatalf("requests %d failures %d, want %d", st.Requests, st.Failures, tt.wantCalls-1)
+			// Health and counters are Observe's job.
+			if st := p.Snapshot()[0]; st.Requests != 0 || st.Failures != 0 {
+				t.Fatalf("Do recorded requests %d failures %d", st.Requests, st.Failures)
 			}
 		})
 	}

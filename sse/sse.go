@@ -48,9 +48,13 @@ func NewReader(r io.Reader, maxBytes int) *Reader {
 // ErrTruncated, unless the cut falls right after a complete line, in which
 // case the event is returned with a blank line appended (some servers close
 // after "data: [DONE]\n"). Other read errors are returned as they are.
+// Blank lines between events are kept at the start of the next event, so
+// the events concatenate back to the stream; blank lines after the last
+// event are dropped.
 func (r *Reader) Next() ([]byte, error) {
 	r.buf = r.buf[:0]
 	midLine := false // the last ReadSlice stopped at a full buffer, not at '\n'
+	content := false // r.buf holds a line that is not blank
 	for {
 		line, err := r.br.ReadSlice('\n')
 		if len(line) > 0 {
@@ -62,17 +66,19 @@ func (r *Reader) Next() ([]byte, error) {
 		switch {
 		case err == nil:
 			if !midLine && isBlank(line) {
-				if len(r.buf) == len(line) { // a stray blank line between events: keep it attached to the next one
+				if !content { // stray blank lines between events: keep them attached to the next one
 					continue
 				}
 				return r.buf, nil
 			}
 			midLine = false
+			content = true
 		case errors.Is(err, bufio.ErrBufferFull):
 			midLine = true
+			content = true
 		case errors.Is(err, io.EOF):
-			if onlyBlank(r.buf) {
-				return nil, io.EOF
+			if !content && onlyBlank(line) {
+				return nil, io.EOF // trailing stray blank lines are dropped
 			}
 			if r.buf[len(r.buf)-1] == '\n' {
 				r.buf = append(r.buf, '\n')

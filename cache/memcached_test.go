@@ -46,6 +46,24 @@ func TestExpiration(t *testing.T) {
 	}
 }
 
+func TestNewMemcachedOptions(t *testing.T) {
+	m, err := NewMemcached(MemcachedOptions{Servers: []string{"127.0.0.1:11211"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.client.Timeout != 100*time.Millisecond || m.client.MaxIdleConns != 64 || m.maxItem != 1<<20 {
+		t.Fatalf("defaults: timeout %v, idle conns %d, max item %d", m.client.Timeout, m.client.MaxIdleConns, m.maxItem)
+	}
+	// Oversize values are refused before any network I/O.
+	if err := m.Set("k", make([]byte, 1<<20), 0); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Set(1 MiB) err = %v, want ErrTooLarge", err)
+	}
+	if m.breaker.Metrics().Executions() != 0 {
+		t.Fatal("an oversize Set reached the breaker")
+	}
+}
+
 func TestNewMemcachedErrors(t *testing.T) {
 	for _, servers := range [][]string{nil, {"127.0.0.1:99999"}, {"127.0.0.1:11211", "no-port"}} {
 		if m, err := NewMemcached(MemcachedOptions{Servers: servers}); err == nil {
@@ -153,6 +171,13 @@ func newTestMemcached(t *testing.T, o MemcachedOptions) *Memcached {
 	return m
 }
 
+// directClient talks to one server, bypassing Memcached.
+func directClient(addr string) *memcache.Client {
+	c := memcache.New(addr)
+	c.Timeout = time.Second
+	return c
+}
+
 func TestMemcachedSetGet(t *testing.T) {
 	srv := startMemcached(t)
 	m := newTestMemcached(t, MemcachedOptions{Servers: []string{srv.addr()}})
@@ -195,7 +220,7 @@ func TestMemcachedTwoServersShardKeys(t *testing.T) {
 		srv   *memcachedServer
 		count *int
 	}{{a, &onA}, {b, &onB}} {
-		direct := memcache.New(s.srv.addr())
+		direct := directClient(s.srv.addr())
 		for i := range n {
 			if _, err := direct.Get("key-" + strconv.Itoa(i)); err == nil {
 				*s.count++
@@ -219,7 +244,7 @@ func TestMemcachedExpiration(t *testing.T) {
 
 	// A TTL over 30 days must be sent as an absolute time. Sent as relative
 	// seconds, memcached reads it as a 1970 timestamp: the item is gone at once.
-	direct := memcache.New(srv.addr())
+	direct := directClient(srv.addr())
 	defer direct.Close()
 	if err := direct.Set(&memcache.Item{Key: "naive", Value: []byte("v"), Expiration: 31 * 86400}); err != nil {
 		t.Fatal(err)
@@ -324,7 +349,7 @@ func TestMemcachedCounters(t *testing.T) {
 	}
 
 	// memcached pads a counter that shrank in place ("9 " after decr from 10).
-	direct := memcache.New(srv.addr())
+	direct := directClient(srv.addr())
 	defer direct.Close()
 	if err := direct.Set(&memcache.Item{Key: "quota:pad", Value: []byte("10")}); err != nil {
 		t.Fatal(err)

@@ -195,6 +195,9 @@ func (r *relay) CloseWithError(err error) error {
 		} else {
 			streamErr = "stream not finished"
 		}
+		// The upstream was fine and has likely charged the request.
+		pol.Observe(r.u.Name, r.model, policy.Observation{Outcome: policy.OK, Status: r.resp.Status,
+			Latency: r.ttft, Usage: r.usage, Chars: r.prompt + r.chars, RateLimit: r.resp.RateLimit})
 		m.outcomes["ok"].Inc()
 		status = 499 // nginx's "client closed request", for the log only
 	default:

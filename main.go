@@ -93,6 +93,16 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv}))
 }
 
+// lifecycle logs start, reload and stop at info whatever log_level says:
+// an operator (and a supervisor reading the listen address) always sees them.
+func lifecycle(log *slog.Logger, msg string, args ...any) {
+	log.Handler().Handle(context.Background(), func() slog.Record {
+		r := slog.NewRecord(time.Now(), slog.LevelInfo, msg, 0)
+		r.Add(args...)
+		return r
+	}())
+}
+
 // probe implements -healthcheck: the runtime image has no shell or curl.
 func probe(url string, stderr io.Writer) int {
 	c := &http.Client{Timeout: 3 * time.Second}
@@ -231,7 +241,7 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 			log.Warn("upstream unconfigured: no api_key, skipped", "upstream", u.Name)
 		}
 	}
-	log.Info("listening", attrs...)
+	lifecycle(log, "listening", attrs...)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -245,7 +255,7 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 				pol = reload(path, listenFlag, cfg, srv, pol, be, log)
 				continue
 			}
-			log.Info("shutting down", "signal", sig.String(), "grace", cfg.ShutdownGrace.String())
+			lifecycle(log, "shutting down", "signal", sig.String(), "grace", cfg.ShutdownGrace.String())
 			srv.SetDraining()
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 			defer cancel()
@@ -254,7 +264,7 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 					log.Warn("shutdown grace period over; closing remaining connections", "err", err)
 				}
 			}
-			log.Info("stopped")
+			lifecycle(log, "stopped")
 			return nil
 		}
 	}
@@ -286,7 +296,7 @@ func reload(path, listenFlag string, old config.Config, srv *proxy.Server, pol *
 		log.Warn("reload: listen addresses change only on restart")
 	}
 	srv.Reload(cfg, clients, np)
-	log.Info("reloaded", "summary", cfg.Summary())
+	lifecycle(log, "reloaded", "summary", cfg.Summary())
 	return np
 }
 

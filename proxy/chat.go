@@ -83,6 +83,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
 	handedOff := false // a stream relay took over logging and the flight
 	defer func() {
 		if !handedOff {
+			ctx.Response.Header.Set("X-Cache", c.xcache)
 			s.finishFlight(c, nil)
 			s.logRequest(c, ctx.Response.StatusCode(), "")
 		}
@@ -184,12 +185,13 @@ func (s *Server) targets(st *state, alias string) (targets []policy.Target, unco
 
 // attemptResult is what one upstream attempt left for the handler.
 type attemptResult struct {
-	resp    *upstream.Response
-	outcome policy.Outcome
-	err     error
-	events  [][]byte // stream events read before the commit point (copies)
-	ended   bool     // the stream was read to its end inside the attempt
-	ttft    time.Duration
+	resp     *upstream.Response
+	outcome  policy.Outcome
+	err      error
+	events   [][]byte // stream events read before the commit point (copies)
+	ended    bool     // the stream was read to its end inside the attempt
+	ttft     time.Duration
+	upstream *upstream.Client // set on failed attempts kept for the final answer
 }
 
 func (r *attemptResult) release() {
@@ -218,19 +220,13 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Tar
 		fmt.Fprintf(&rb, "%s=%.3f", cand.Name, cand.Score)
 	}
 	c.ranked = rb.String()
-	models := make(map[string]string, len(targets))
-	for _, t := range targets {
-		models[t.Name] = t.Model
-	}
-
 	var last *attemptResult
 	var reasons []string
 	for i, cand := range ranked {
 		if i > 0 {
 			fallbacksTotal.Inc()
 		}
-		u := c.st.byName[cand.Name]
-		model := models[cand.Name]
+		u, model := c.st.byName[cand.Name], cand.Model
 		r := s.attempt(c, u, model)
 		if errors.Is(r.err, circuitbreaker.ErrOpen) {
 			c.tried = append(c.tried, cand.Name+":breaker_open")
@@ -267,7 +263,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Tar
 		if last != nil {
 			last.release()
 		}
-		last = r
+		last, r.upstream = r, u
 	}
 	if len(c.tried) > 1 {
 		ctx.Response.Header.Set("X-Attempts", strconv.Itoa(len(c.tried)))
@@ -309,8 +305,8 @@ func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResu
 			r.release() // a retry: the previous try's stream is of no use
 		}
 		r = s.tryOnce(c, u, body)
-		if r.outcome != policy.OK || !c.stream || r.resp.Stream == nil {
-			// Streams are observed when they end (usage, tokens, TTFT).
+		if !(c.stream && r.outcome == policy.OK && (r.resp.Stream != nil || r.ended)) {
+			// A relayed stream is observed when it ends (usage, tokens, TTFT).
 			s.observe(c, u, model, r)
 		}
 		var ra time.Duration
@@ -327,6 +323,7 @@ func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResu
 
 // tryOnce is one HTTP exchange with an upstream, classified.
 func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResult {
+	start := time.Now()
 	resp, err := u.Do(&upstream.Request{Body: body, Stream: c.stream, RequestID: c.rid})
 	if err != nil {
 		return &attemptResult{outcome: policy.Failure, err: err}
@@ -346,9 +343,6 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResul
 	for {
 		ev, err := resp.Stream.Next()
 		if err != nil {
-			if errors.Is(err, io.EOF) && c.complete && r.ended {
-				break
-			}
 			if errors.Is(err, io.EOF) {
 				err = fmt.Errorf("upstream %s: %w", u.Name, errCutStream)
 				if c.complete && streamFinished(r.events) {
@@ -374,7 +368,7 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResul
 		}
 		r.events = append(r.events, bytes.Clone(ev))
 		if isData && r.ttft == 0 {
-			r.ttft = time.Since(c.start)
+			r.ttft = time.Since(start) // the policy's latency for streams: time to first token
 		}
 		if !c.complete && isData {
 			return r // the commit point: first data event
@@ -528,7 +522,7 @@ func (s *Server) answerAllFailed(ctx *fasthttp.RequestCtx, c *call, last *attemp
 	msg := "all upstreams failed: " + strings.Join(reasons, "; ")
 	switch {
 	case notServed > 0 && others == 0 && limited == 0 && last != nil && last.resp != nil:
-		s.answerUpstreamError(ctx, c.st.byName[c.tried[len(c.tried)-1][:strings.LastIndexByte(c.tried[len(c.tried)-1], ':')]], last.resp)
+		s.answerUpstreamError(ctx, last.upstream, last.resp)
 	case limited > 0 && others == 0:
 		wait := retryAfterCap
 		if !earliest.IsZero() {

@@ -191,6 +191,7 @@ type attemptResult struct {
 	events   [][]byte // stream events read before the commit point (copies)
 	ended    bool     // the stream was read to its end inside the attempt
 	ttft     time.Duration
+	start    time.Time        // when this attempt started
 	upstream *upstream.Client // set on failed attempts kept for the final answer
 }
 
@@ -222,9 +223,9 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Tar
 	c.ranked = rb.String()
 	var last *attemptResult
 	var reasons []string
-	for i, cand := range ranked {
-		if i > 0 {
-			fallbacksTotal.Inc()
+	for _, cand := range ranked {
+		if last != nil {
+			fallbacksTotal.Inc() // a failed attempt hands over to the next candidate
 		}
 		u, model := c.st.byName[cand.Name], cand.Model
 		r := s.attempt(c, u, model)
@@ -256,10 +257,10 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Tar
 			if len(c.tried) > 1 {
 				ctx.Response.Header.Set("X-Attempts", strconv.Itoa(len(c.tried)))
 			}
-			s.answerUpstreamError(ctx, u, r.resp)
+			s.answerUpstreamError(ctx, c.st, u, r.resp)
 			return false
 		}
-		reasons = append(reasons, u.Name+": "+describe(r))
+		reasons = append(reasons, u.Name+": "+c.st.describe(r))
 		if last != nil {
 			last.release()
 		}
@@ -272,18 +273,17 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Tar
 	return false
 }
 
-// describe says why an attempt failed, for the client's error message and
-// the log. It never contains a key: errors come from fasthttp and the
-// upstream package, which never include the Authorization header.
-func describe(r *attemptResult) string {
+// describe says why an attempt failed, for the client's error message, the
+// log and /status, with any upstream key an upstream echoed scrubbed.
+func (st *state) describe(r *attemptResult) string {
 	if r.err != nil {
-		return r.err.Error()
+		return st.redact(r.err.Error())
 	}
 	msg := upstream.ErrorMessage(r.resp.Body)
 	if msg == "" {
 		return fmt.Sprintf("HTTP %d", r.resp.Status)
 	}
-	return fmt.Sprintf("HTTP %d: %s", r.resp.Status, truncate(msg, 300))
+	return fmt.Sprintf("HTTP %d: %s", r.resp.Status, st.redact(truncate(msg, 300)))
 }
 
 // attempt sends the request to one upstream through the policy's breakers
@@ -328,7 +328,7 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResul
 	if err != nil {
 		return &attemptResult{outcome: policy.Failure, err: err}
 	}
-	r := &attemptResult{resp: resp, outcome: upstream.Classify(resp.Status, resp.Body)}
+	r := &attemptResult{resp: resp, outcome: upstream.Classify(resp.Status, resp.Body), start: start}
 	if r.outcome != policy.OK {
 		return r
 	}
@@ -399,9 +399,9 @@ func (s *Server) observe(c *call, u *upstream.Client, model string, r *attemptRe
 		}
 	}
 	if r.err != nil {
-		ob.Err = r.err.Error()
+		ob.Err = c.st.describe(r)
 	} else if r.outcome != policy.OK && r.resp != nil {
-		ob.Err = describe(r)
+		ob.Err = c.st.describe(r)
 	}
 	if ob.Latency == 0 && r.resp != nil {
 		ob.Latency = r.resp.Latency
@@ -457,15 +457,16 @@ func (s *Server) answerPlain(ctx *fasthttp.RequestCtx, c *call, u *upstream.Clie
 // answerUpstreamError relays an upstream's client error (the request is
 // wrong; another upstream would say the same), normalized to OpenAI's shape
 // when it is not.
-func (s *Server) answerUpstreamError(ctx *fasthttp.RequestCtx, u *upstream.Client, resp *upstream.Response) {
+func (s *Server) answerUpstreamError(ctx *fasthttp.RequestCtx, st *state, u *upstream.Client, resp *upstream.Response) {
 	ctx.SetStatusCode(resp.Status)
 	setUpstreamHeaders(ctx, u, resp)
-	if upstream.IsOpenAIError(resp.Body) {
-		ctx.SetBody(resp.Body)
+	body := st.redactBytes(resp.Body)
+	if upstream.IsOpenAIError(body) {
+		ctx.SetBody(body)
 		return
 	}
 	ctx.Response.Header.SetContentType("application/json")
-	ctx.SetBody(normalizeError(resp.Status, resp.Body, upstream.ErrorMessage(resp.Body)))
+	ctx.SetBody(normalizeError(resp.Status, body, upstream.ErrorMessage(body)))
 }
 
 // retryAfterCap is the longest Retry-After Switchyard sends: the OpenAI
@@ -522,7 +523,7 @@ func (s *Server) answerAllFailed(ctx *fasthttp.RequestCtx, c *call, last *attemp
 	msg := "all upstreams failed: " + strings.Join(reasons, "; ")
 	switch {
 	case notServed > 0 && others == 0 && limited == 0 && last != nil && last.resp != nil:
-		s.answerUpstreamError(ctx, last.upstream, last.resp)
+		s.answerUpstreamError(ctx, c.st, last.upstream, last.resp)
 	case limited > 0 && others == 0:
 		wait := retryAfterCap
 		if !earliest.IsZero() {

@@ -40,7 +40,8 @@ type relay struct {
 	resp   *upstream.Response // headers and rate limits; its Stream is st
 	st     *upstream.Stream   // nil once read to the end
 	ttft   time.Duration
-	prompt int64 // prompt characters, counted before the handler returned
+	start  time.Time // the attempt's start, for the upstream duration
+	prompt int64     // prompt characters, counted before the handler returned
 
 	pending   [][]byte
 	cur       []byte
@@ -65,7 +66,7 @@ func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, u *upstream.Clien
 	ctx.Response.ImmediateHeaderFlush = true
 	rel := &relay{
 		s: s, c: c, u: u, model: model, resp: r.resp, st: r.resp.Stream,
-		ttft: r.ttft, pending: r.events, prompt: promptChars(c.body),
+		ttft: r.ttft, start: r.start, pending: r.events, prompt: promptChars(c.body),
 	}
 	c.body = nil // not valid once the handler returns
 	ctx.SetBodyStream(rel, -1)
@@ -186,7 +187,7 @@ func (r *relay) CloseWithError(err error) error {
 	var streamErr string
 	switch {
 	case r.streamErr != nil:
-		streamErr = r.streamErr.Error()
+		streamErr = c.st.redact(r.streamErr.Error())
 		pol.StreamFailed(r.u.Name, r.model, streamErr)
 		m.outcomes[outcomeLabel(&attemptResult{outcome: policy.Failure, err: r.streamErr})].Inc()
 	case err != nil || !r.sawDone:
@@ -211,7 +212,7 @@ func (r *relay) CloseWithError(err error) error {
 		m.promptTokens.Add(int(r.usage.PromptTokens))
 		m.completionTokens.Add(int(r.usage.CompletionTokens))
 		m.ttfb.Update(r.ttft.Seconds())
-		m.duration.Update(time.Since(c.start).Seconds())
+		m.duration.Update(time.Since(r.start).Seconds())
 		if !r.teeOverrun && len(r.tee) > 0 {
 			s.store(c, true, r.tee, "text/event-stream", r.u.Name)
 		}

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,28 @@ type state struct {
 	authKeys  [][]byte
 	models    []byte          // the /v1/models answer
 	charsUnit map[string]bool // upstreams whose quota counts characters
+	secrets   []string        // upstream and inbound keys (8+ chars), scrubbed from anything an upstream says
+}
+
+// redact replaces every upstream key in msg: an upstream error message may
+// echo the key it was sent, and messages reach logs, /status and clients.
+func (st *state) redact(msg string) string {
+	for _, k := range st.secrets {
+		if strings.Contains(msg, k) {
+			msg = strings.ReplaceAll(msg, k, "[redacted]")
+		}
+	}
+	return msg
+}
+
+// redactBytes is redact for a body; it returns b itself when no key is in it.
+func (st *state) redactBytes(b []byte) []byte {
+	for _, k := range st.secrets {
+		if bytes.Contains(b, []byte(k)) {
+			b = bytes.ReplaceAll(b, []byte(k), []byte("[redacted]"))
+		}
+	}
+	return b
 }
 
 // policyNeedsChars reports whether the named upstream's quota is counted in
@@ -140,11 +163,19 @@ func (s *Server) swap(cfg config.Config, ups []*upstream.Client, p *policy.Polic
 	for _, u := range ups {
 		st.byName[u.Name] = u
 		st.charsUnit[u.Name] = u.Config().Quota.Unit == config.UnitChars
+		if k := u.Config().APIKey; len(k) >= 8 { // shorter "keys" are placeholders; replacing them would mangle words
+			st.secrets = append(st.secrets, k)
+		}
 		metricsFor(u.Name)
 	}
 	for _, k := range cfg.Auth.Keys {
 		st.authKeys = append(st.authKeys, []byte(k))
+		if len(k) >= 8 {
+			st.secrets = append(st.secrets, k)
+		}
 	}
+	// Longest first, so a key that contains another is replaced whole.
+	sort.Slice(st.secrets, func(i, j int) bool { return len(st.secrets[i]) > len(st.secrets[j]) })
 	st.models = modelsList(ups, s.started)
 	s.st.Store(st)
 }

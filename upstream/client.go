@@ -88,7 +88,7 @@ func New(u config.Upstream) (*Client, error) {
 	if u.APIKey != "" {
 		c.authHeader = "Bearer " + u.APIKey
 	}
-	newHC := func(dial fasthttp.DialFunc) *fasthttp.HostClient {
+	newHC := func(maxConns int, dial fasthttp.DialFunc) *fasthttp.HostClient {
 		return &fasthttp.HostClient{
 			Addr:                      addr,
 			Name:                      "",
@@ -96,7 +96,8 @@ func New(u config.Upstream) (*Client, error) {
 			IsTLS:                     isTLS,
 			TLSConfig:                 &tls.Config{MinVersion: tls.VersionTLS12, ServerName: pu.Hostname()},
 			Dial:                      dial,
-			MaxConns:                  1024,
+			MaxConns:                  maxConns,
+			MaxConnWaitTimeout:        2 * time.Second,
 			MaxIdleConnDuration:       30 * time.Second,
 			MaxIdemponentCallAttempts: 1, // retries belong to the policy
 			WriteTimeout:              10 * time.Second,
@@ -105,8 +106,9 @@ func New(u config.Upstream) (*Client, error) {
 			SecureErrorLogMessage:     true,
 		}
 	}
-	c.plain = newHC(func(a string) (net.Conn, error) { return fasthttp.DialTimeout(a, 5*time.Second) })
-	c.stream = newHC(func(a string) (net.Conn, error) {
+	c.plain = newHC(2048, func(a string) (net.Conn, error) { return fasthttp.DialTimeout(a, 5*time.Second) })
+	// Streams hold a connection for their whole length: allow many.
+	c.stream = newHC(16384, func(a string) (net.Conn, error) {
 		conn, err := fasthttp.DialTimeout(a, 5*time.Second)
 		if err != nil {
 			return nil, err

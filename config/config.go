@@ -265,7 +265,10 @@ func Load(path string) (Config, error) {
 
 // Parse decodes a YAML document over Default, expanding ${VAR} and
 // ${VAR:-default} in every scalar value from the environment, rejecting
-// unknown keys, and validates the result.
+// unknown keys, and validates the result. An expanded value is always one
+// scalar: it cannot add keys or list items. A reference inside a flow
+// mapping or list ({limit: ${X}}) is a YAML syntax error, as its "}" ends
+// the mapping; write such fields in block style.
 func Parse(r io.Reader) (Config, error) {
 	return parse(r, os.LookupEnv)
 }
@@ -417,6 +420,10 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, seen map[checked]bool,
 			k, v := n.Content[i], n.Content[i+1]
 			if k.Value == "<<" && k.Kind == yaml.ScalarNode { // merge key
 				checkMerge(v, t, path, seen, errs)
+				continue
+			}
+			if k.Kind != yaml.ScalarNode {
+				bad(k, "keys must be plain names")
 				continue
 			}
 			f, ok := fieldByKey(t, k.Value)

@@ -144,6 +144,7 @@ func TestParseFailureClosure(t *testing.T) {
 		{"unknown quota key", withUpstream("    quota: {limit: 1, per: day}\n"), []string{"upstreams[0].quota.per: unknown key"}},
 		{"unknown key in anchor", withUpstream("    retry: &r {attempts: 1, backof: 1s}\n  - name: b\n    provider: groq\n    retry: *r\n"), []string{"upstreams[0].retry.backof: unknown key"}},
 		{"unknown key via merge", "upstreams:\n  - &a {name: a, provider: groq, timout: 1s}\n  - <<: *a\n    name: b\n", []string{"upstreams[0].timout: unknown key"}},
+		{"non-scalar key", "? [a]\n: b\n" + withUpstream(""), []string{"(top level): keys must be plain names (line 1)"}},
 		{"duplicate key", withUpstream("    name: b\n"), []string{`mapping key "name" already defined`}},
 		{"bare int duration", withUpstream("    timeout: 30\n"), []string{"upstreams[0].timeout: must be a duration", "(line 4)"}},
 		{"word duration", withUpstream("    timeout: abc\n"), []string{"upstreams[0].timeout: must be a duration", "(line 4)"}},

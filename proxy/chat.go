@@ -118,6 +118,12 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
 		writeError(ctx, fasthttp.StatusBadRequest, "request body must be a JSON object", typeInvalidRequest, "", codeInvalidJSON)
 		return
 	}
+	if vs, _, ok := upstream.TopLevelValue(body, "model"); req.Model != nil && (!ok || body[vs] != '"') {
+		// encoding/json matched a differently cased key ("Model"); upstreams
+		// would not.
+		writeError(ctx, fasthttp.StatusBadRequest, `the model must be a string under the key "model"`, typeInvalidRequest, "model", codeMissingParam)
+		return
+	}
 	if req.Model == nil || *req.Model == "" {
 		writeError(ctx, fasthttp.StatusBadRequest, "you must provide a model parameter", typeInvalidRequest, "model", codeMissingParam)
 		return

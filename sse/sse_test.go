@@ -145,6 +145,17 @@ func checkConcat(in []byte, events []string, partial []byte, err error) string {
 	return ""
 }
 
+// hasContent reports whether ev has a line other than "\n" or "\r\n" (the
+// Reader's blank lines; a bare "\r" does not end a line).
+func hasContent(ev string) bool {
+	for line := range strings.Lines(ev) {
+		if line != "\n" && line != "\r\n" {
+			return true
+		}
+	}
+	return false
+}
+
 // quote quotes b for a failure message, shortened to its first 200 bytes.
 func quote(b []byte) string {
 	if len(b) > 200 {
@@ -356,6 +367,9 @@ func FuzzReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte, max uint16) {
 		events, partial, err := readAll(t, iotest.HalfReader(bytes.NewReader(in)), int(max), len(in))
 		for _, ev := range events {
+			if !hasContent(ev) {
+				t.Errorf("event %q has only blank lines", ev)
+			}
 			Data([]byte(ev))
 			EventType([]byte(ev))
 			if max > 0 && len(ev) > int(max)+1 { // +1: the blank line appended at a cut

@@ -1,8 +1,10 @@
 package upstream
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
-	"strconv"
+	"unicode/utf8"
 )
 
 // ErrNoModel is returned by RewriteModel for a body without a top-level
@@ -18,7 +20,7 @@ func RewriteModel(body []byte, model string) ([]byte, error) {
 	if !ok || body[start] != '"' {
 		return nil, ErrNoModel
 	}
-	quoted := strconv.AppendQuote(nil, model)
+	quoted := appendJSONString(make([]byte, 0, len(model)+2), model)
 	if string(body[start:end]) == string(quoted) {
 		return body, nil
 	}
@@ -29,10 +31,11 @@ func RewriteModel(body []byte, model string) ([]byte, error) {
 }
 
 // TopLevelValue finds the value of key in a JSON object and returns its byte
-// span. It assumes valid JSON. The key is compared as raw bytes between the
-// quotes, so an escaped spelling of "model" is not matched; the proxy reads
-// the model with encoding/json, which would see it, so RewriteModel then
-// reports ErrNoModel rather than send the alias unmapped.
+// span. It assumes valid JSON (on anything else it returns ok false or an
+// arbitrary span, never panics). Keys are compared after unescaping, so
+// "mod\u0065l" is "model". When the key occurs more than once, the last
+// occurrence is returned: it is the one encoding/json (and most JSON
+// parsers upstream) use, so the proxy and the upstream see the same value.
 func TopLevelValue(b []byte, key string) (start, end int, ok bool) {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
@@ -46,7 +49,10 @@ func TopLevelValue(b []byte, key string) (start, end int, ok bool) {
 		}
 		ks := i
 		i = skipString(b, i)
-		k := b[ks+1 : i-1]
+		if i < 0 {
+			return 0, 0, false
+		}
+		k := b[ks:i]
 		i = skipWS(b, i)
 		if i >= len(b) || b[i] != ':' {
 			return 0, 0, false
@@ -54,18 +60,31 @@ func TopLevelValue(b []byte, key string) (start, end int, ok bool) {
 		i = skipWS(b, i+1)
 		vs := i
 		i = skipValue(b, i)
-		if i < 0 {
+		if i <= vs {
 			return 0, 0, false
 		}
-		if string(k) == key {
-			return vs, i, true
+		if keyIs(k, key) {
+			start, end, ok = vs, i, true
 		}
 		i = skipWS(b, i)
+		if i < len(b) && b[i] == '}' {
+			return start, end, ok
+		}
 		if i >= len(b) || b[i] != ',' {
 			return 0, 0, false
 		}
 		i++
 	}
+}
+
+// keyIs reports whether the quoted JSON string k spells key.
+func keyIs(k []byte, key string) bool {
+	raw := k[1 : len(k)-1]
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw) == key
+	}
+	var s string
+	return json.Unmarshal(k, &s) == nil && s == key
 }
 
 func skipWS(b []byte, i int) int {
@@ -75,7 +94,8 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the index after the string starting at b[i] == '"'.
+// skipString returns the index after the string starting at b[i] == '"',
+// or -1 when it is not terminated.
 func skipString(b []byte, i int) int {
 	for i++; i < len(b); i++ {
 		switch b[i] {
@@ -85,7 +105,7 @@ func skipString(b []byte, i int) int {
 			return i + 1
 		}
 	}
-	return len(b)
+	return -1
 }
 
 // skipValue returns the index after the value starting at b[i], or -1.
@@ -101,7 +121,11 @@ func skipValue(b []byte, i int) int {
 		for ; i < len(b); i++ {
 			switch b[i] {
 			case '"':
-				i = skipString(b, i) - 1
+				i = skipString(b, i)
+				if i < 0 {
+					return -1
+				}
+				i--
 			case '{', '[':
 				depth++
 			case '}', ']':
@@ -118,4 +142,42 @@ func skipValue(b []byte, i int) int {
 		}
 		return i
 	}
+}
+
+// appendJSONString appends s as a JSON string literal, escaping only what
+// JSON requires: '"', '\\' and control characters. Invalid UTF-8 becomes
+// \ufffd, as with encoding/json. (strconv.Quote is not JSON: it writes
+// \x7f, \a or \U0001f600 for some runes.)
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				dst = append(dst, '\\', c)
+			case c == '\n':
+				dst = append(dst, '\\', 'n')
+			case c == '\r':
+				dst = append(dst, '\\', 'r')
+			case c == '\t':
+				dst = append(dst, '\\', 't')
+			case c < 0x20:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				dst = append(dst, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, `\ufffd`...)
+		} else {
+			dst = append(dst, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(dst, '"')
 }

@@ -15,7 +15,7 @@ import (
 //	402 (HuggingFace credits exhausted)          QuotaExhausted
 //	401, 403                                     KeyRejected
 //	404; other 413; 400 context_length_exceeded  NotServed (fail over, no penalty)
-//	498 (Groq capacity), 5xx, anything else       Failure
+//	498 (Groq capacity), 408, 499, 5xx, others    Failure
 //	other 4xx                                    ClientError (returned as is)
 func Classify(status int, body []byte) policy.Outcome {
 	switch {
@@ -39,7 +39,9 @@ func Classify(status int, body []byte) policy.Outcome {
 			return policy.NotServed
 		}
 		return policy.ClientError
-	case status == 498:
+	case status == 498, status == 408, status == 499:
+		// Groq capacity, a timeout upstream, Groq's "request cancelled":
+		// the upstream's trouble, not the request's.
 		return policy.Failure
 	case status >= 400 && status < 500:
 		return policy.ClientError

@@ -10,7 +10,7 @@
 //     canonicalizer (no encoding/json, no maps, no float64 rounding),
 //  2. dropping the top-level request fields listed below,
 //  3. writing the rest in a canonical form (see [Canonicalize]), and
-//  4. hashing the canonical bytes with SHA-256.
+//  4. hashing the canonical bytes, after a domain separator, with SHA-256.
 //
 // The key has the form "<namespace>:v1:<64 lowercase hex digits>". With a
 // namespace accepted by [ValidNamespace] it is at most 132 bytes long and
@@ -28,8 +28,9 @@
 // those that cannot change the generated answer:
 //
 //   - stream, stream_options: transport framing only (SSE chunks versus one
-//     JSON document, whether a usage chunk is sent); the proxy converts
-//     between the two shapes, the generated message is the same.
+//     JSON document, whether a usage chunk is sent). The generated message
+//     is the same either way; replaying a cached answer in the requested
+//     shape is the caller's job.
 //   - user, safety_identifier: an opaque end-user identifier for the
 //     provider's abuse monitoring (safety_identifier is its successor).
 //   - metadata, store: tags for, and whether to keep, the completion in the
@@ -120,8 +121,8 @@ func ValidNamespace(ns string) bool {
 // Derive returns "<namespace>:v1:<64 hex sha256>" for a chat-completions
 // request body: the body must be a JSON object; the top-level fields that do
 // not change the answer (see the package documentation) are dropped, the
-// rest is canonicalized as by Canonicalize, and the canonical bytes are
-// hashed. Bodies that differ only in key order, whitespace, string escaping,
+// rest is canonicalized as by Canonicalize, and SHA-256 is taken over
+// "json\x00" followed by the canonical bytes. Bodies that differ only in key order, whitespace, string escaping,
 // number spelling or dropped fields get the same key.
 //
 // The error wraps ErrInvalidJSON for a body that is not a valid JSON object,
@@ -158,8 +159,9 @@ func AppendDerive(dst []byte, namespace string, body []byte) ([]byte, error) {
 
 // FromText returns the key for a caller-chosen text, such as the value of
 // an X-Cache-Key header: "<namespace>:v1:<64 hex sha256>", the hash taken
-// over "text\x00" followed by text. Canonical request bodies never begin
-// that way, so a text key cannot collide with a derived key. Any text (empty,
+// over "text\x00" followed by text. Derive hashes "json\x00" followed by
+// the canonical body, so the two hash inputs always differ and a text key
+// cannot collide with a derived key (short of a SHA-256 collision). Any text (empty,
 // spaces, control characters, invalid UTF-8, kilobytes long) gives a valid
 // memcached key.
 //
@@ -213,13 +215,13 @@ func appendKey(dst []byte, namespace string, sum *[sha256.Size]byte) []byte {
 //
 // Numbers are reduced, without rounding, to an optional '-', a digit string
 // D without leading or trailing zeros and a scientific exponent X (the value
-// is 0.D × 10^(X+1)). Zero, including -0 and 0e5, is written "0". Otherwise,
+// is D[0].D[1:] × 10^X). Zero, including -0 and 0e5, is written "0". Otherwise,
 // following ECMAScript's Number-to-String layout but keeping every digit:
 //
 //   - 0 <= X < 21: positional, e.g. 1, 100, 12.5, 123456789012345678901;
 //   - -7 < X < 0: "0." plus zeros, e.g. 0.5, 0.000001;
 //   - otherwise: D[0] "." D[1:] "e" sign X, e.g. 1e-7, 1e+21,
-//     1.23456789012345678901234567890e+29 (the "." part omitted when D has
+//     1.2345678901234567890123456789e+29 (the "." part omitted when D has
 //     one digit).
 //
 // So 1, 1.0, 1e0, 10e-1 and 0.1e1 all become 1, and two numbers have the same

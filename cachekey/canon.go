@@ -345,15 +345,8 @@ func (s *state) object(dst []byte) ([]byte, error) {
 	} else {
 		ms := s.mems[memBase:]
 		keys := s.keys
-		if !sorted {
-			slices.SortFunc(ms, func(a, b member) int {
-				return bytes.Compare(keys[a.ks:a.ke], keys[b.ks:b.ke])
-			})
-			for i := 1; i < len(ms); i++ {
-				if bytes.Equal(keys[ms[i-1].ks:ms[i-1].ke], keys[ms[i].ks:ms[i].ke]) {
-					return dst, s.fail(msgDuplicate, start)
-				}
-			}
+		if !sorted && !sortMembers(ms, keys) {
+			return dst, s.fail(msgDuplicate, start)
 		}
 		o.ps = len(s.perm)
 		for _, m := range ms {
@@ -368,6 +361,40 @@ func (s *state) object(dst []byte) ([]byte, error) {
 	s.mems = s.mems[:memBase]
 	s.depth--
 	return dst, nil
+}
+
+// sortMembers sorts ms by decoded name and reports whether the names are
+// distinct.
+func sortMembers(ms []member, keys []byte) bool {
+	if len(ms) > 16 {
+		slices.SortFunc(ms, func(a, b member) int {
+			return bytes.Compare(keys[a.ks:a.ke], keys[b.ks:b.ke])
+		})
+		for i := 1; i < len(ms); i++ {
+			if bytes.Equal(keys[ms[i-1].ks:ms[i-1].ke], keys[ms[i].ks:ms[i].ke]) {
+				return false
+			}
+		}
+		return true
+	}
+	// Insertion sort: objects are small, and often nearly sorted.
+	for i := 1; i < len(ms); i++ {
+		m := ms[i]
+		name := keys[m.ks:m.ke]
+		j := i
+		for ; j > 0; j-- {
+			c := bytes.Compare(keys[ms[j-1].ks:ms[j-1].ke], name)
+			if c == 0 {
+				return false
+			}
+			if c < 0 {
+				break
+			}
+			ms[j] = ms[j-1]
+		}
+		ms[j] = m
+	}
+	return true
 }
 
 // droppedField reports whether a top-level request member cannot change the

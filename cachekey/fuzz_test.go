@@ -69,6 +69,9 @@ func FuzzCanonicalize(f *testing.F) {
 			if !equivalent(in, o) {
 				t.Fatalf("meaning changed: %q -> %q", data, out)
 			}
+			if ref := reference(t, data); !bytes.Equal(out, ref) {
+				t.Fatalf("%q: got %q, reference %q", data, out, ref)
+			}
 		}
 
 		// Derive agrees with Canonicalize on objects.

@@ -19,10 +19,11 @@ const coalesceWait = 120 * time.Second
 
 // cacheControl is what the handler reads of a request's Cache-Control.
 type cacheControl struct {
-	noCache   bool // skip the lookup, store the fresh answer
-	noStore   bool // neither read nor write
-	maxAge    time.Duration
-	hasMaxAge bool // max-age=N: entries older than N are misses; N is the TTL
+	noCache      bool // skip the lookup, store the fresh answer
+	noStore      bool // neither read nor write
+	maxAge       time.Duration
+	hasMaxAge    bool // max-age=N: entries older than N are misses; N is the TTL
+	onlyIfCached bool // answer from the cache or 504, never upstream
 }
 
 func parseCacheControl(h []byte) cacheControl {
@@ -34,6 +35,8 @@ func parseCacheControl(h []byte) cacheControl {
 			cc.noCache = true
 		case "no-store":
 			cc.noStore = true
+		case "only-if-cached":
+			cc.onlyIfCached = true
 		case "max-age":
 			if n, err := strconv.ParseInt(strings.Trim(val, `"`), 10, 64); err == nil && n >= 0 && n < 1<<31 {
 				cc.maxAge, cc.hasMaxAge = time.Duration(n)*time.Second, true
@@ -62,7 +65,7 @@ func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
 		c.key = cachekey.FromText(ns, string(custom))
 	} else {
 		key, err := cachekey.Derive(ns, c.body)
-		if err != nil { // the body passed encoding/json; this is a canonicalizer limit (depth)
+		if err != nil { // encoding/json accepted what the canonicalizer refuses: duplicate keys, invalid UTF-8, lone surrogates, depth
 			s.countCache(c, cacheBypass)
 			return false
 		}
@@ -82,6 +85,11 @@ func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
 		}
 	} else if !s.isMiss(err) {
 		cacheResults["error"].Inc()
+	}
+	if cc.onlyIfCached {
+		s.countCache(c, cacheMiss)
+		writeError(ctx, fasthttp.StatusGatewayTimeout, "no cached answer for this request (Cache-Control: only-if-cached)", typeInvalidRequest, "", codeCacheMiss)
+		return true
 	}
 	f, leader := s.flights.join(c.key)
 	if leader {

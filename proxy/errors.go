@@ -28,6 +28,7 @@ const (
 	codeNoUpstream        = "no_upstream_available"
 	codeStreamInterrupted = "stream_interrupted"
 	codeInternal          = "internal_error"
+	codeCacheMiss         = "cache_miss"
 )
 
 // apiError is OpenAI's error object.

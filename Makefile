@@ -3,19 +3,28 @@
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run test build deps vet fuzz bench
+.PHONY: run test build deps node-deps vet fuzz bench
 
 run:
 	go run . -config config.yaml
 
-# Installs memcached when it is missing (the integration tests start their
-# own memcached processes on free 127.0.0.1 ports), then runs every test with
-# the race detector.
-test: deps
+# Installs memcached and Node.js when they are missing (the integration tests
+# start their own memcached processes on free 127.0.0.1 ports), then runs
+# every test with the race detector.
+test: deps node-deps
 	go test -race -timeout 12m ./...
 
 deps:
-	@command -v memcached >/dev/null 2>&1 || scripts/install-deps.sh
+	@scripts/install-deps.sh
+
+# The Node SDK tests (integration/node/*.test.mjs, run by `go test` through
+# integration/sdk's TestNodeSDK) need Node.js and the locked npm packages:
+# `npm ci` runs when node_modules is missing or package-lock.json changed.
+node-deps: deps integration/node/node_modules/.package-lock.json
+
+integration/node/node_modules/.package-lock.json: integration/node/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make test: the Node SDK tests need Node.js and npm (apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --prefix integration/node --no-audit --no-fund
 
 build:
 	VERSION=$(VERSION) scripts/build.sh bin/switchyard
@@ -27,3 +36,10 @@ vet:
 fuzz:
 	go test -run '^$$' -fuzz FuzzCanonicalize -fuzztime 30s ./cachekey
 	go test -run '^$$' -fuzz FuzzReader -fuzztime 30s ./sse
+
+# The performance harness (issue 6): builds switchyard from the tree, starts a
+# fake upstream, a bare fasthttp pass-through and memcached on 127.0.0.1, and
+# prints per-scenario figures and the ratios against the targets (~2 min).
+# Hot-path allocations: go test -run '^$$' -bench . -benchmem ./proxy ./upstream ./sse ./cachekey
+bench:
+	go run ./integration/bench -duration 10s

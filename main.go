@@ -206,8 +206,8 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 			ErrorHandler:          proxy.ErrorHandler,
 			Name:                  "switchyard",
 			MaxRequestBodySize:    cfg.MaxBodyBytes,
-			ReadBufferSize:        16 << 10, // also the header size limit
-			ReadTimeout:           60 * time.Second,
+			ReadBufferSize:        16 << 10,         // also the header size limit
+			ReadTimeout:           cfg.ReadTimeout,  // slowloris bound
 			WriteTimeout:          60 * time.Second, // streams set their own deadline
 			IdleTimeout:           120 * time.Second,
 			CloseOnShutdown:       true,

@@ -71,6 +71,10 @@ type Config struct {
 	// ShutdownGrace is how long in-flight requests and streams may run after
 	// SIGTERM before the process exits anyway. Default 30s.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// ReadTimeout bounds how long a client may take to send a whole request
+	// (headers and body); a client that trickles bytes (slowloris) is cut
+	// off. Default 30s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `yaml:"log_level"`
 
@@ -205,6 +209,7 @@ func Default() Config {
 		Listen:        "127.0.0.1:8080",
 		MaxBodyBytes:  10 << 20,
 		ShutdownGrace: 30 * time.Second,
+		ReadTimeout:   30 * time.Second,
 		LogLevel:      "info",
 		Cache: Cache{
 			TTL:          720 * time.Hour,
@@ -526,6 +531,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		bad("max_body_bytes", "must be positive")
+	}
+	if c.ReadTimeout <= 0 {
+		bad("read_timeout", "must be positive")
 	}
 	if c.ShutdownGrace < 0 {
 		bad("shutdown_grace", "must not be negative")

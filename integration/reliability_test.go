@@ -123,7 +123,13 @@ func TestHeaderFloodAndSlowClient(t *testing.T) {
 	} else {
 		apiErr(t, b)
 	}
-	// A client that sends half a request and stalls does not block others.
+}
+
+func TestSlowlorisClientIsCutOff(t *testing.T) {
+	up := newFake(t, okJSON("x"))
+	p := startProxy(t, testConfig("read_timeout: 1s\n", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	// A client that sends half a request and stalls does not block others,
+	// and is disconnected once read_timeout passes.
 	conn, err := net.Dial("tcp", strings.TrimPrefix(p.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -134,5 +140,11 @@ func TestHeaderFloodAndSlowClient(t *testing.T) {
 	readAll(t, r)
 	if r.StatusCode != 200 {
 		t.Errorf("with a stalled client connected: %d", r.StatusCode)
+	}
+	start := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(6 * time.Second))
+	_, err = io.ReadAll(conn) // whatever the server says, it must then close
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the stalled connection was still open after %v", time.Since(start))
 	}
 }

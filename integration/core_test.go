@@ -184,7 +184,9 @@ func TestClientDisconnectClosesUpstream(t *testing.T) {
 		words[i] = "w"
 	}
 	up := newFake(t, sseHandler(streamScript{words: words, delay: 20 * time.Millisecond, onWriteErr: func() { gone.Store(true) }}))
-	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	// A long idle timeout, so that only the relay noticing the client can
+	// close the upstream within the wait below.
+	p := startProxy(t, testConfig("", strings.Replace(upstreamYAML("one", up.BaseURL(), "k", 1, ""), "idle_timeout: 2s", "idle_timeout: 60s", 1)))
 	resp := post(t, p.URL, `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
 	br := bufio.NewReader(resp.Body)
 	for i := 0; i < 2; i++ {

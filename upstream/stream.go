@@ -90,10 +90,33 @@ func (s *Stream) Next() ([]byte, error) {
 	return ev, nil
 }
 
-// Close stops the watchdog and releases the upstream response. A nil err
-// after a clean end lets the connection be reused; any other closes it (the
-// client went away, or the stream failed).
+// drain reads what is left of a stream after [DONE] (normally just the
+// chunked terminator) so that its connection can go back to the pool;
+// otherwise every stream would pay a new TCP and TLS handshake. The watchdog
+// bounds the wait.
+func (s *Stream) drain() error {
+	const maxEvents = 16 // a well-behaved server sends nothing after [DONE]
+	for range maxEvents {
+		if _, err := s.events.Next(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+	return errTrailingData
+}
+
+var errTrailingData = errors.New("data after the end of the stream")
+
+// Close stops the watchdog and releases the upstream response. With a nil
+// err it first drains the stream, and the connection is reused if that
+// reaches a clean end; any other err closes the connection (the client went
+// away, or the stream failed).
 func (s *Stream) Close(err error) {
+	if err == nil {
+		err = s.drain()
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -53,11 +53,9 @@ func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, 
 		last, lastErr = a, err
 		return a, err
 	}
-	var ex failsafe.Executor[Attempt]
+	ex := d.exec
 	if u.retry != nil {
 		ex = failsafe.With[Attempt](u.retry, st.keyCB, d.cb)
-	} else {
-		ex = failsafe.With[Attempt](st.keyCB, d.cb)
 	}
 	_, err := ex.Get(wrapped)
 	if ran == 0 {

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -28,17 +27,23 @@ type cacheControl struct {
 
 func parseCacheControl(h []byte) cacheControl {
 	var cc cacheControl
-	for _, part := range strings.Split(string(h), ",") {
-		name, val, _ := strings.Cut(strings.TrimSpace(part), "=")
-		switch strings.ToLower(name) {
-		case "no-cache":
+	for len(h) > 0 {
+		var part []byte
+		if i := bytes.IndexByte(h, ','); i >= 0 {
+			part, h = h[:i], h[i+1:]
+		} else {
+			part, h = h, nil
+		}
+		name, val, _ := bytes.Cut(bytes.TrimSpace(part), []byte("="))
+		switch {
+		case bytes.EqualFold(name, []byte("no-cache")):
 			cc.noCache = true
-		case "no-store":
+		case bytes.EqualFold(name, []byte("no-store")):
 			cc.noStore = true
-		case "only-if-cached":
+		case bytes.EqualFold(name, []byte("only-if-cached")):
 			cc.onlyIfCached = true
-		case "max-age":
-			if n, err := strconv.ParseInt(strings.Trim(val, `"`), 10, 64); err == nil && n >= 0 && n < 1<<31 {
+		case bytes.EqualFold(name, []byte("max-age")):
+			if n, err := strconv.ParseInt(string(bytes.Trim(val, `"`)), 10, 64); err == nil && n >= 0 && n < 1<<31 {
 				cc.maxAge, cc.hasMaxAge = time.Duration(n)*time.Second, true
 			}
 		}

@@ -30,26 +30,62 @@ const maxStreamDuration = 30 * time.Minute
 // chatRequest is what the handler reads of a request body; the body itself
 // is forwarded as is.
 type chatRequest struct {
-	Model         *string  `json:"model"`
-	Messages      presence `json:"messages"`
-	Stream        bool     `json:"stream"`
-	StreamOptions presence `json:"stream_options"`
-	streamUsage   bool
+	model     string
+	stream    bool
+	wantUsage bool // stream_options.include_usage is true
 }
 
-// presence records that a JSON field was present and the first byte of its
-// value, without copying it.
-type presence struct {
-	set   bool
-	first byte
-}
+// errBadRequest is a client error with its message, param and code.
+type errBadRequest struct{ msg, param, code string }
 
-func (p *presence) UnmarshalJSON(b []byte) error {
-	p.set = true
-	if len(b) > 0 {
-		p.first = b[0]
+func (e *errBadRequest) Error() string { return e.msg }
+
+// parseChatRequest validates body and reads the fields the proxy needs from
+// the top-level object, without decoding the rest (messages can be large).
+func parseChatRequest(body []byte) (chatRequest, error) {
+	var req chatRequest
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return req, &errBadRequest{"request body is empty; send a JSON chat completion request", "", codeInvalidJSON}
 	}
-	return nil
+	if !json.Valid(body) {
+		msg := "request body is not valid JSON"
+		var v json.RawMessage
+		if err := json.Unmarshal(body, &v); err != nil {
+			msg += ": " + err.Error()
+		}
+		return req, &errBadRequest{msg, "", codeInvalidJSON}
+	}
+	if trimmed[0] != '{' {
+		return req, &errBadRequest{"request body must be a JSON object", "", codeInvalidJSON}
+	}
+	vs, ve, ok := upstream.TopLevelValue(body, "model")
+	if !ok || body[vs] != '"' || ve-vs <= 2 {
+		return req, &errBadRequest{`you must provide a model parameter (a string under the key "model")`, "model", codeMissingParam}
+	}
+	if raw := body[vs+1 : ve-1]; bytes.IndexByte(raw, '\\') < 0 {
+		req.model = string(raw)
+	} else if json.Unmarshal(body[vs:ve], &req.model) != nil || req.model == "" {
+		return req, &errBadRequest{"invalid model string", "model", codeInvalidJSON}
+	}
+	if vs, _, ok := upstream.TopLevelValue(body, "messages"); !ok || body[vs] != '[' {
+		return req, &errBadRequest{"you must provide a messages parameter (an array)", "messages", codeMissingParam}
+	}
+	if vs, ve, ok := upstream.TopLevelValue(body, "stream"); ok {
+		switch string(body[vs:ve]) {
+		case "true":
+			req.stream = true
+		case "false", "null":
+		default:
+			return req, &errBadRequest{"stream must be a boolean", "stream", codeInvalidJSON}
+		}
+	}
+	if vs, ve, ok := upstream.TopLevelValue(body, "stream_options"); ok && body[vs] == '{' {
+		if us, ue, ok := upstream.TopLevelValue(body[vs:ve], "include_usage"); ok {
+			req.wantUsage = string(body[vs:ve][us:ue]) == "true"
+		}
+	}
+	return req, nil
 }
 
 // call is one chat request on its way through the handler.
@@ -67,8 +103,8 @@ type call struct {
 	xcache    string
 	flight    *flight // non-nil when this request leads a coalesced miss
 	st        *state
-	tried     []string // "name:outcome" per attempt, for the decision log
-	ranked    string   // "name=score,..." for the decision log
+	tried     []string           // "name:outcome" per attempt, for the decision log
+	ranked    []policy.Candidate // the ranking, for the decision log
 	upstream  string
 	usage     policy.Usage
 }
@@ -92,49 +128,20 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
 	if !s.authorized(ctx) {
 		return
 	}
-	if ct := ctx.Request.Header.ContentType(); len(ct) > 0 {
-		mt, _, err := mime.ParseMediaType(string(ct))
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			writeError(ctx, fasthttp.StatusUnsupportedMediaType, "Content-Type must be application/json", typeInvalidRequest, "", codeContentType)
-			return
-		}
+	if ct := ctx.Request.Header.ContentType(); len(ct) > 0 && !isJSONType(ct) {
+		writeError(ctx, fasthttp.StatusUnsupportedMediaType, "Content-Type must be application/json", typeInvalidRequest, "", codeContentType)
+		return
 	}
 	body := ctx.PostBody()
-	if len(bytes.TrimSpace(body)) == 0 {
-		writeError(ctx, fasthttp.StatusBadRequest, "request body is empty; send a JSON chat completion request", typeInvalidRequest, "", codeInvalidJSON)
+	req, err := parseChatRequest(body)
+	if err != nil {
+		e := err.(*errBadRequest)
+		writeError(ctx, fasthttp.StatusBadRequest, e.msg, typeInvalidRequest, e.param, e.code)
 		return
 	}
-	var req chatRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		msg := "request body is not valid JSON: " + err.Error()
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			msg = fmt.Sprintf("invalid type for %q: expected %s", te.Field, te.Type)
-		}
-		writeError(ctx, fasthttp.StatusBadRequest, msg, typeInvalidRequest, "", codeInvalidJSON)
-		return
-	}
-	if bytes.TrimSpace(body)[0] != '{' {
-		writeError(ctx, fasthttp.StatusBadRequest, "request body must be a JSON object", typeInvalidRequest, "", codeInvalidJSON)
-		return
-	}
-	if vs, _, ok := upstream.TopLevelValue(body, "model"); req.Model != nil && (!ok || body[vs] != '"') {
-		// encoding/json matched a differently cased key ("Model"); upstreams
-		// would not.
-		writeError(ctx, fasthttp.StatusBadRequest, `the model must be a string under the key "model"`, typeInvalidRequest, "model", codeMissingParam)
-		return
-	}
-	if req.Model == nil || *req.Model == "" {
-		writeError(ctx, fasthttp.StatusBadRequest, "you must provide a model parameter", typeInvalidRequest, "model", codeMissingParam)
-		return
-	}
-	if !req.Messages.set || req.Messages.first != '[' {
-		writeError(ctx, fasthttp.StatusBadRequest, "you must provide a messages parameter (an array)", typeInvalidRequest, "messages", codeMissingParam)
-		return
-	}
-	c.alias, c.stream, c.body = *req.Model, req.Stream, body
+	c.alias, c.stream, c.body = req.model, req.stream, body
 	if c.stream {
-		c.wantUsage = req.StreamOptions.set && includeUsage(body)
+		c.wantUsage = req.wantUsage
 		c.complete = st.cfg.Streaming.Commit == config.CommitComplete
 		switch strings.ToLower(string(ctx.Request.Header.Peek("X-Stream-Commit"))) {
 		case config.CommitComplete:
@@ -161,14 +168,14 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
 	handedOff = s.forward(ctx, c, targets)
 }
 
-// includeUsage reports whether body's stream_options.include_usage is true.
-func includeUsage(body []byte) bool {
-	var v struct {
-		StreamOptions struct {
-			IncludeUsage bool `json:"include_usage"`
-		} `json:"stream_options"`
+// isJSONType reports whether a Content-Type is JSON (application/json,
+// with parameters, or a +json type).
+func isJSONType(ct []byte) bool {
+	if bytes.HasPrefix(ct, []byte("application/json")) && (len(ct) == 16 || ct[16] == ';' || ct[16] == ' ') {
+		return true
 	}
-	return json.Unmarshal(body, &v) == nil && v.StreamOptions.IncludeUsage
+	mt, _, err := mime.ParseMediaType(string(ct))
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
 }
 
 // targets lists, in config order, the upstreams with a key that serve alias
@@ -219,14 +226,7 @@ var (
 func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Target) bool {
 	pol := c.st.policy
 	ranked, skipped := pol.Rank(targets)
-	var rb strings.Builder
-	for i, cand := range ranked {
-		if i > 0 {
-			rb.WriteByte(',')
-		}
-		fmt.Fprintf(&rb, "%s=%.3f", cand.Name, cand.Score)
-	}
-	c.ranked = rb.String()
+	c.ranked = ranked
 	var last *attemptResult
 	var reasons []string
 	for _, cand := range ranked {
@@ -399,8 +399,10 @@ func (s *Server) observe(c *call, u *upstream.Client, model string, r *attemptRe
 		ob.Status = r.resp.Status
 		ob.RateLimit = r.resp.RateLimit
 		if r.outcome == policy.OK && r.resp.Stream == nil && !r.ended {
-			ob.Usage, ob.Chars = plainUsage(r.resp.Body)
-			ob.Chars += promptChars(c.body)
+			ob.Usage = plainUsage(r.resp.Body)
+			if c.st.policyNeedsChars(u.Name) {
+				ob.Chars = promptChars(c.body) + completionChars(r.resp.Body)
+			}
 			m.duration.Update(r.resp.Latency.Seconds())
 		}
 	}
@@ -587,8 +589,17 @@ func (s *Server) logRequest(c *call, status int, streamErr string) {
 		slog.String("upstream", c.upstream),
 		slog.Float64("duration_ms", float64(time.Since(c.start).Microseconds())/1000),
 	}
-	if c.ranked != "" {
-		attrs = append(attrs, slog.String("ranked", c.ranked), slog.String("tried", strings.Join(c.tried, ",")))
+	if len(c.ranked) > 0 {
+		var b []byte
+		for i, cand := range c.ranked {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, cand.Name...)
+			b = append(b, '=')
+			b = strconv.AppendFloat(b, cand.Score, 'f', 3, 64)
+		}
+		attrs = append(attrs, slog.String("ranked", string(b)), slog.String("tried", strings.Join(c.tried, ",")))
 	}
 	if c.usage.PromptTokens+c.usage.CompletionTokens > 0 {
 		attrs = append(attrs, slog.Int64("prompt_tokens", c.usage.PromptTokens), slog.Int64("completion_tokens", c.usage.CompletionTokens))

@@ -55,10 +55,26 @@ func init() {
 	}
 }
 
+// requestCounters caches switchyard_requests_total{route,status} per route
+// and status code, so the hot path neither builds a name nor takes the
+// metrics set's lock.
+var requestCounters sync.Map // requestKey -> *metrics.Counter
+
+type requestKey struct {
+	route  string
+	status int
+}
+
 // requestsCounter returns switchyard_requests_total{route,status}. status is
 // an HTTP status code Switchyard answered with: a small, bounded set.
 func requestsCounter(route string, status int) *metrics.Counter {
-	return metrics.GetOrCreateCounter(`switchyard_requests_total{route="` + route + `",status="` + strconv.Itoa(status) + `"}`)
+	k := requestKey{route, status}
+	if c, ok := requestCounters.Load(k); ok {
+		return c.(*metrics.Counter)
+	}
+	c := metrics.GetOrCreateCounter(`switchyard_requests_total{route="` + route + `",status="` + strconv.Itoa(status) + `"}`)
+	requestCounters.Store(k, c)
+	return c
 }
 
 // upstreamMetrics are one upstream's series; label values come from config.

@@ -66,7 +66,10 @@ func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, u *upstream.Clien
 	ctx.Response.ImmediateHeaderFlush = true
 	rel := &relay{
 		s: s, c: c, u: u, model: model, resp: r.resp, st: r.resp.Stream,
-		ttft: r.ttft, start: r.start, pending: r.events, prompt: promptChars(c.body),
+		ttft: r.ttft, start: r.start, pending: r.events,
+	}
+	if c.st.policyNeedsChars(u.Name) {
+		rel.prompt = promptChars(c.body)
 	}
 	c.body = nil // not valid once the handler returns
 	ctx.SetBodyStream(rel, -1)
@@ -295,10 +298,38 @@ func isUsageOnly(data []byte) bool {
 	return json.Unmarshal(data, &v) == nil && len(v.Choices) == 0 && len(v.Usage) > 0 && string(v.Usage) != "null"
 }
 
-// plainUsage reads usage and completion characters of a chat.completion.
-func plainUsage(body []byte) (policy.Usage, int64) {
+// plainUsage reads the usage of a chat.completion without decoding the
+// rest of it.
+func plainUsage(body []byte) policy.Usage {
+	vs, ve, ok := upstream.TopLevelValue(body, "usage")
+	if !ok || body[vs] != '{' {
+		return policy.Usage{}
+	}
+	usage := body[vs:ve]
+	return policy.Usage{PromptTokens: intField(usage, "prompt_tokens"), CompletionTokens: intField(usage, "completion_tokens")}
+}
+
+// intField reads a non-negative integer member of a JSON object (0 when
+// absent or not an integer).
+func intField(obj []byte, key string) int64 {
+	vs, ve, ok := upstream.TopLevelValue(obj, key)
+	if !ok || ve-vs > 18 {
+		return 0
+	}
+	var n int64
+	for _, c := range obj[vs:ve] {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+// completionChars counts the characters of a chat.completion's message
+// contents.
+func completionChars(body []byte) int64 {
 	var v struct {
-		Usage   *usageJSON `json:"usage"`
 		Choices []struct {
 			Message struct {
 				Content string `json:"content"`
@@ -306,16 +337,13 @@ func plainUsage(body []byte) (policy.Usage, int64) {
 		} `json:"choices"`
 	}
 	if json.Unmarshal(body, &v) != nil {
-		return policy.Usage{}, 0
+		return 0
 	}
 	var chars int64
 	for _, ch := range v.Choices {
 		chars += int64(utf8.RuneCountInString(ch.Message.Content))
 	}
-	if v.Usage == nil {
-		return policy.Usage{}, chars
-	}
-	return policy.Usage{PromptTokens: v.Usage.PromptTokens, CompletionTokens: v.Usage.CompletionTokens}, chars
+	return chars
 }
 
 // contentChars counts the characters of a chunk's delta contents.

@@ -212,16 +212,16 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 		requestsCounter(route, ctx.Response.StatusCode()).Inc()
 		routeDurations[route].UpdateDuration(start)
 	}()
-	path := string(ctx.Path())
+	path := ctx.Path() // compared as []byte: string(path) == "..." does not allocate
 	switch {
-	case withAPI && (path == "/v1/chat/completions" || path == "/chat/completions"):
+	case withAPI && (string(path) == "/v1/chat/completions" || string(path) == "/chat/completions"):
 		route = routeChat
 		if !ctx.IsPost() {
 			s.methodNotAllowed(ctx, "POST")
 			return
 		}
 		s.handleChat(ctx, start)
-	case withAPI && (path == "/v1/models" || path == "/models"):
+	case withAPI && (string(path) == "/v1/models" || string(path) == "/models"):
 		route = routeModels
 		if !ctx.IsGet() {
 			s.methodNotAllowed(ctx, "GET")
@@ -232,7 +232,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 		}
 		ctx.Response.Header.SetContentType("application/json")
 		ctx.SetBody(s.st.Load().models)
-	case path == "/healthz":
+	case string(path) == "/healthz":
 		route = routeHealthz
 		if !ctx.IsGet() && !ctx.IsHead() {
 			s.methodNotAllowed(ctx, "GET")
@@ -245,7 +245,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 			return
 		}
 		ctx.SetBodyString(`{"status":"ok"}`)
-	case withAdmin && path == "/metrics":
+	case withAdmin && string(path) == "/metrics":
 		route = routeMetrics
 		if !ctx.IsGet() {
 			s.methodNotAllowed(ctx, "GET")
@@ -253,7 +253,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 		}
 		ctx.Response.Header.SetContentType("text/plain; version=0.0.4; charset=utf-8")
 		metrics.WritePrometheus(ctx, true)
-	case withAdmin && path == "/status":
+	case withAdmin && string(path) == "/status":
 		route = routeStatus
 		if !ctx.IsGet() {
 			s.methodNotAllowed(ctx, "GET")
@@ -261,7 +261,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 		}
 		s.handleStatus(ctx)
 	default:
-		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown path %q", truncate(path, 200)), typeInvalidRequest, "", codeNotFound)
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown path %q", truncate(string(path), 200)), typeInvalidRequest, "", codeNotFound)
 	}
 }
 
@@ -322,7 +322,9 @@ func (s *Server) requestID(ctx *fasthttp.RequestCtx) string {
 	if id := ctx.Request.Header.Peek("X-Request-Id"); validRequestID(id) {
 		return string(id)
 	}
-	return s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 36)
+	var buf [40]byte
+	b := append(buf[:0], s.idPrefix...)
+	return string(strconv.AppendUint(b, s.idSeq.Add(1), 36))
 }
 
 func validRequestID(id []byte) bool {

@@ -319,17 +319,37 @@ func isEventStream(ct string) bool {
 // keptHeaders returns the response headers relayed to the client:
 // Content-Type, x-ratelimit-*, retry-after, retry-after-ms, and the
 // upstream's x-request-id (relayed as X-Upstream-Request-Id by the proxy).
+// Only kept headers are copied to strings.
 func keptHeaders(h *fasthttp.ResponseHeader) []Header {
 	out := make([]Header, 0, 8)
 	if ct := h.ContentType(); len(ct) > 0 {
 		out = append(out, Header{"Content-Type", string(ct)})
 	}
 	for k, v := range h.All() {
-		ks := string(k)
-		lk := strings.ToLower(ks)
-		if strings.HasPrefix(lk, "x-ratelimit-") || lk == "retry-after" || lk == "retry-after-ms" || lk == "x-request-id" {
-			out = append(out, Header{ks, string(v)})
+		if hasPrefixFold(k, "x-ratelimit-") || equalFold(k, "retry-after") || equalFold(k, "retry-after-ms") || equalFold(k, "x-request-id") {
+			out = append(out, Header{string(k), string(v)})
 		}
 	}
 	return out
+}
+
+// equalFold compares an ASCII header name with a lower-case one.
+func equalFold(b []byte, lower string) bool {
+	return len(b) == len(lower) && hasPrefixFold(b, lower)
+}
+
+func hasPrefixFold(b []byte, lower string) bool {
+	if len(b) < len(lower) {
+		return false
+	}
+	for i := 0; i < len(lower); i++ {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }

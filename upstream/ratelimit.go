@@ -67,6 +67,9 @@ func ParseReset(s string) (time.Duration, bool) {
 // ParseRetryAfter reads retry-after-ms (milliseconds) first, then
 // retry-after (seconds or an HTTP date), as the OpenAI SDKs do.
 func ParseRetryAfter(ms, after string, now time.Time) (time.Duration, bool) {
+	if ms == "" && after == "" {
+		return 0, false // the common case: no error value allocated
+	}
 	if v, err := strconv.ParseFloat(strings.TrimSpace(ms), 64); err == nil && v >= 0 && v < 1e12 {
 		return time.Duration(v * float64(time.Millisecond)), true
 	}

@@ -364,15 +364,7 @@ func TestFaultClientDisconnectLeavesNoGoroutines(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		abandon()
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	var now float64
-	for {
-		now = scrape(t, p.Admin, "go_goroutines")
-		if now <= base+10 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	now := waitGoroutines(t, p.Admin, base+10, 15*time.Second)
 	t.Logf("goroutines: baseline %v, after 20 abandoned streams %v", base, now)
 	if now > base+10 {
 		t.Errorf("goroutines did not return to baseline within 15s: %v, baseline %v", now, base)

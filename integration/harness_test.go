@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -10,14 +9,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"switchyard/integration/testproc"
 )
 
 // binary is the switchyard binary built once by TestMain.
@@ -30,14 +29,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "switchyard")
-	args := []string{"build", "-o", binary}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args, "..")...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building switchyard:", err)
+	if err := testproc.Build(binary, "..", raceEnabled); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -45,114 +39,27 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proxyProc is a running switchyard binary.
+// proxyProc is a running switchyard binary and its config file.
 type proxyProc struct {
-	t       *testing.T
-	cmd     *exec.Cmd
-	URL     string // http://127.0.0.1:port
-	Admin   string // admin base URL when admin_listen is set
+	*testproc.Proxy
 	cfgPath string
-	logMu   sync.Mutex
-	logs    bytes.Buffer
-	exited  chan struct{}
-}
-
-// Logs returns everything the proxy logged so far.
-func (p *proxyProc) Logs() string {
-	p.logMu.Lock()
-	defer p.logMu.Unlock()
-	return p.logs.String()
 }
 
 // startProxy writes cfg to a file and runs the binary on a free port. The
-// config must not set listen (the harness passes -listen 127.0.0.1:0).
+// config's listen is overridden (-listen 127.0.0.1:0). The proxy stops when
+// the test ends.
 func startProxy(t *testing.T, cfg string, env ...string) *proxyProc {
 	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "config.yaml")
+	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &proxyProc{t: t, cfgPath: path, exited: make(chan struct{})}
-	p.cmd = exec.Command(binary, "-config", path, "-listen", "127.0.0.1:0")
-	p.cmd.Env = append(os.Environ(), env...)
-	stderr, err := p.cmd.StderrPipe()
+	p, err := testproc.Start(binary, path, env, 15*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addrs := make(chan [2]string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		sent := false
-		for sc.Scan() {
-			line := sc.Bytes()
-			p.logMu.Lock()
-			p.logs.Write(line)
-			p.logs.WriteByte('\n')
-			p.logMu.Unlock()
-			if !sent {
-				var m struct {
-					Msg, Addr string
-					AdminAddr string `json:"admin_addr"`
-				}
-				if json.Unmarshal(line, &m) == nil && m.Msg == "listening" {
-					addrs <- [2]string{m.Addr, m.AdminAddr}
-					sent = true
-				}
-			}
-		}
-	}()
-	go func() { _ = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() { p.Stop() })
-	select {
-	case a := <-addrs:
-		p.URL = "http://" + a[0]
-		if a[1] != "" {
-			p.Admin = "http://" + a[1]
-		} else {
-			p.Admin = p.URL
-		}
-	case <-p.exited:
-		t.Fatalf("switchyard exited at start:\n%s", p.Logs())
-	case <-time.After(15 * time.Second):
-		t.Fatalf("switchyard did not start within 15s:\n%s", p.Logs())
-	}
-	return p
-}
-
-// Signal sends sig to the proxy process.
-func (p *proxyProc) Signal(sig syscall.Signal) {
-	_ = p.cmd.Process.Signal(sig)
-}
-
-// Stop terminates the proxy (SIGTERM, then SIGKILL after 10s).
-func (p *proxyProc) Stop() {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-// WaitExit waits up to d for the process to exit and returns its exit code.
-func (p *proxyProc) WaitExit(d time.Duration) (int, bool) {
-	select {
-	case <-p.exited:
-		return p.cmd.ProcessState.ExitCode(), true
-	case <-time.After(d):
-		return 0, false
-	}
+	t.Cleanup(p.Stop)
+	return &proxyProc{Proxy: p, cfgPath: path}
 }
 
 // fake is a scripted OpenAI-compatible upstream on 127.0.0.1.

@@ -98,6 +98,20 @@ func scrape(t *testing.T, url, name string) float64 {
 	return 0
 }
 
+// waitGoroutines polls go_goroutines until it is at most limit or timeout
+// passes, and returns the last value.
+func waitGoroutines(t *testing.T, url string, limit float64, timeout time.Duration) float64 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		n := scrape(t, url, "go_goroutines")
+		if n <= limit || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak skipped under -short")
@@ -202,15 +216,7 @@ func TestSoak(t *testing.T) {
 
 	// Goroutines come back near where they started once the load stops
 	// (fasthttp's idle server workers expire after 10s).
-	deadline := time.Now().Add(30 * time.Second)
-	var after float64
-	for {
-		after = scrape(t, p.Admin, "go_goroutines")
-		if after <= goroutinesBefore+10 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	after := waitGoroutines(t, p.Admin, goroutinesBefore+10, 30*time.Second)
 	heapAfter := scrape(t, p.Admin, "go_memstats_heap_inuse_bytes")
 	t.Logf("goroutines before %v after %v; heap in use before %.1f MB after %.1f MB (the cache holds the answers)", goroutinesBefore, after, heapBefore/1e6, heapAfter/1e6)
 	// What stays is the cached answers (under 2 KB each) and pools, not

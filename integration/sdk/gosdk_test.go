@@ -10,12 +10,14 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+
+	"switchyard/integration/testproc"
 )
 
 // newClient is the one-line change an app makes: the base URL points at the
 // proxy, which holds the real keys. Retries are off so every call is exactly
 // one request.
-func newClient(p *proxy) openai.Client {
+func newClient(p *testproc.Proxy) openai.Client {
 	return openai.NewClient(
 		option.WithBaseURL(p.URL+"/v1"),
 		option.WithAPIKey("unused"),

@@ -1,20 +1,17 @@
 package sdk
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"switchyard/integration/testproc"
 )
 
 // binary is the switchyard binary TestMain builds once.
@@ -27,14 +24,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "switchyard")
-	args := []string{"build", "-o", binary}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args, "../..")...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building switchyard:", err)
+	if err := testproc.Build(binary, "../..", raceEnabled); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -43,90 +34,26 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proxy is a running switchyard binary listening on 127.0.0.1.
-type proxy struct {
-	URL    string // http://127.0.0.1:port
-	cmd    *exec.Cmd
-	mu     sync.Mutex
-	logs   bytes.Buffer
-	exited chan struct{}
-}
-
-// Logs returns what the proxy wrote to stderr so far.
-func (p *proxy) Logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
-}
-
 // startProxy writes cfg to a file and runs the binary with -listen
-// 127.0.0.1:0, waiting for its JSON "listening" log line. The proxy is
-// stopped (SIGTERM, then SIGKILL) when the test ends; its log is printed if
-// the test failed.
-func startProxy(t *testing.T, cfg string) *proxy {
+// 127.0.0.1:0. The proxy is stopped when the test ends; its log is printed
+// if the test failed.
+func startProxy(t *testing.T, cfg string) *testproc.Proxy {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{exited: make(chan struct{})}
-	p.cmd = exec.Command(binary, "-config", path, "-listen", "127.0.0.1:0")
-	stderr, err := p.cmd.StderrPipe()
+	p, err := testproc.Start(binary, path, nil, 15*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		sent := false
-		for sc.Scan() {
-			line := sc.Bytes()
-			p.mu.Lock()
-			p.logs.Write(line)
-			p.logs.WriteByte('\n')
-			p.mu.Unlock()
-			var m struct{ Msg, Addr string }
-			if !sent && json.Unmarshal(line, &m) == nil && m.Msg == "listening" && m.Addr != "" {
-				addr <- m.Addr
-				sent = true
-			}
-		}
-	}()
-	go func() { _ = p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
-		p.stop()
+		p.Stop()
 		if t.Failed() {
 			t.Logf("switchyard log:\n%s", p.Logs())
 		}
 	})
-	select {
-	case a := <-addr:
-		p.URL = "http://" + a
-	case <-p.exited:
-		t.Fatalf("switchyard exited at start:\n%s", p.Logs())
-	case <-time.After(15 * time.Second):
-		t.Fatalf("switchyard did not log \"listening\" within 15s:\n%s", p.Logs())
-	}
 	return p
-}
-
-func (p *proxy) stop() {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
 }
 
 // The fake upstream is a Groq-like OpenAI-compatible server. The proxy maps
@@ -262,7 +189,7 @@ func groqHeaders(w http.ResponseWriter) {
 }
 
 // setup starts a fake upstream and a proxy in front of it.
-func setup(t *testing.T) *proxy {
+func setup(t *testing.T) *testproc.Proxy {
 	t.Helper()
 	_, base := newUpstream(t)
 	return startProxy(t, proxyConfig(base))

@@ -21,7 +21,9 @@ func TestPlainPassThrough(t *testing.T) {
 
 	body := `{ "messages": [{"role":"user","content":"Say \"hi\" é"}],
   "model" : "test-model", "temperature": 0.2, "nested": {"model": "keep-me"} }`
-	resp := post(t, p.URL, body, "X-Request-Id", "client-req-42")
+	resp := post(t, p.URL, body, "X-Request-Id", "client-req-42",
+		"Proxy-Authorization", "Basic c2VjcmV0", "Connection", "X-Hop, keep-alive", "X-Hop", "hop-value",
+		"Te", "trailers", "Accept-Encoding", "gzip, br", "X-Forwarded-Host", "evil.example")
 	got := readAll(t, resp)
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, got)
@@ -40,6 +42,16 @@ func TestPlainPassThrough(t *testing.T) {
 	}
 	if h.Get("Accept-Encoding") != "" && h.Get("Accept-Encoding") != "identity" {
 		t.Errorf("Accept-Encoding forwarded: %q", h.Get("Accept-Encoding"))
+	}
+	// Hop-by-hop headers, those named in Connection, and anything else the
+	// client sent that could change auth or routing upstream stay behind.
+	for _, k := range []string{"Proxy-Authorization", "X-Hop", "Te", "X-Forwarded-Host"} {
+		if v := h.Get(k); v != "" {
+			t.Errorf("client header %s forwarded upstream: %q", k, v)
+		}
+	}
+	if up.LastHost() != strings.TrimPrefix(up.URL, "http://") {
+		t.Errorf("upstream Host %q, want its own %q", up.LastHost(), strings.TrimPrefix(up.URL, "http://"))
 	}
 	// The client got the upstream's bytes and headers.
 	var c struct {

@@ -69,6 +69,7 @@ type fake struct {
 	mu      sync.Mutex
 	bodies  [][]byte
 	headers []http.Header
+	hosts   []string
 	handler atomic.Pointer[http.HandlerFunc]
 }
 
@@ -87,6 +88,7 @@ func newFake(t *testing.T, h http.HandlerFunc) *fake {
 		f.mu.Lock()
 		f.bodies = append(f.bodies, body)
 		f.headers = append(f.headers, r.Header.Clone())
+		f.hosts = append(f.hosts, r.Host)
 		f.mu.Unlock()
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		(*f.handler.Load())(w, r)
@@ -121,6 +123,16 @@ func (f *fake) LastHeader() http.Header {
 		return nil
 	}
 	return f.headers[len(f.headers)-1]
+}
+
+// LastHost returns the Host of the last request the fake received.
+func (f *fake) LastHost() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.hosts) == 0 {
+		return ""
+	}
+	return f.hosts[len(f.hosts)-1]
 }
 
 // BaseURL is the fake's OpenAI base URL (with /v1).

@@ -53,11 +53,23 @@ func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, 
 		last, lastErr = a, err
 		return a, err
 	}
-	ex := d.exec
-	if u.retry != nil {
-		ex = failsafe.With[Attempt](u.retry, st.keyCB, d.cb)
+	if u.retry == nil {
+		// The common case, without a retry policy: the two breakers used
+		// directly, as their executor would (permit, call, record inner
+		// then outer), without building an execution per call.
+		if !st.keyCB.TryAcquirePermit() {
+			return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, circuitbreaker.ErrOpen)
+		}
+		if !d.cb.TryAcquirePermit() {
+			st.keyCB.RecordSuccess() // release the permit; the executor records an inner refusal the same way
+			return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, circuitbreaker.ErrOpen)
+		}
+		a, err := wrapped()
+		d.cb.RecordResult(a)
+		st.keyCB.RecordResult(a)
+		return a, err
 	}
-	_, err := ex.Get(wrapped)
+	_, err := failsafe.With[Attempt](u.retry, st.keyCB, d.cb).Get(wrapped)
 	if ran == 0 {
 		if err == nil {
 			err = circuitbreaker.ErrOpen

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"github.com/failsafe-go/failsafe-go"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -56,11 +55,7 @@ type upState struct {
 type deployment struct {
 	model string
 	cb    circuitbreaker.CircuitBreaker[Attempt]
-	// exec runs a call through the key breaker and this deployment's
-	// breaker. Built once: executors are safe for concurrent Get, and
-	// building one per call cost ~18 allocations per request.
-	exec failsafe.Executor[Attempt]
-	ewma atomic.Uint64 // float64 bits of nanoseconds; 0 = no samples
+	ewma  atomic.Uint64 // float64 bits of nanoseconds; 0 = no samples
 	// lastPick orders ties: the pickSeq value when this deployment was last
 	// ranked first or run by Do.
 	lastPick atomic.Uint64
@@ -154,7 +149,6 @@ func (st *upState) dep(model string) *deployment {
 	}
 	d := &deployment{model: key}
 	d.cb = st.newBreaker(key, func(a Attempt, _ error) bool { return a.Outcome.IsBreakerFailure() })
-	d.exec = failsafe.With[Attempt](st.keyCB, d.cb)
 	m := make(map[string]*deployment, len(old)+1)
 	for k, v := range old {
 		m[k] = v

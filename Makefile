@@ -33,9 +33,15 @@ vet:
 	gofmt -l . | (! grep .) && go vet ./...
 
 # Short coverage-guided runs of every fuzz target.
+# -fuzzminimizetime keeps a run from stalling while it shrinks large inputs.
+FUZZ = go test -run '^$$' -fuzztime 30s -fuzzminimizetime 2s -fuzz
 fuzz:
-	go test -run '^$$' -fuzz FuzzCanonicalize -fuzztime 30s ./cachekey
-	go test -run '^$$' -fuzz FuzzReader -fuzztime 30s ./sse
+	$(FUZZ) FuzzCanonicalize ./cachekey
+	$(FUZZ) FuzzDerive ./cachekey
+	$(FUZZ) FuzzReader ./sse
+	$(FUZZ) FuzzRewriteModel ./upstream
+	$(FUZZ) FuzzDecodeEntry ./cache
+	$(FUZZ) FuzzStreamToCompletion ./cache
 
 # The performance harness (issue 6): builds switchyard from the tree, starts a
 # fake upstream, a bare fasthttp pass-through and memcached on 127.0.0.1, and

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -256,7 +257,7 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				pol = reload(path, listenFlag, cfg, srv, pol, be, log)
+				cfg, pol = reload(path, listenFlag, cfg, srv, pol, be, log)
 				continue
 			}
 			lifecycle(log, "shutting down", "signal", sig.String(), "grace", cfg.ShutdownGrace.String())
@@ -278,30 +279,33 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 // the running configuration stays. Listen addresses and the cache backend
 // are fixed at start; breaker, health, latency and quota state of upstreams
 // that keep their name carry over.
-func reload(path, listenFlag string, old config.Config, srv *proxy.Server, pol *policy.Policy, be backends, log *slog.Logger) *policy.Policy {
+func reload(path, listenFlag string, old config.Config, srv *proxy.Server, pol *policy.Policy, be backends, log *slog.Logger) (config.Config, *policy.Policy) {
+	reject := func(err error) (config.Config, *policy.Policy) {
+		log.Error("reload rejected; keeping the running configuration", "err", err)
+		return old, pol
+	}
 	cfg, err := loadConfig(path, listenFlag)
 	if err != nil {
-		log.Error("reload rejected; keeping the running configuration", "err", err)
-		return pol
+		return reject(err)
 	}
 	clients, err := buildClients(cfg)
 	if err != nil {
-		log.Error("reload rejected; keeping the running configuration", "err", err)
-		return pol
+		return reject(err)
 	}
 	specs, popts := policySpecs(cfg)
 	popts.Counter, popts.Logger = be.counter, log
 	np, err := pol.Reload(specs, popts)
 	if err != nil {
-		log.Error("reload rejected; keeping the running configuration", "err", err)
-		return pol
+		return reject(err)
 	}
-	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen {
-		log.Warn("reload: listen addresses change only on restart")
+	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen || cfg.MaxBodyBytes != old.MaxBodyBytes ||
+		cfg.ReadTimeout != old.ReadTimeout || cfg.LogLevel != old.LogLevel || cfg.ShutdownGrace != old.ShutdownGrace ||
+		!slices.Equal(cfg.Cache.Memcached, old.Cache.Memcached) {
+		log.Warn("reload: listen addresses, max_body_bytes, read_timeout, log_level, shutdown_grace and the cache backend change only on restart")
 	}
 	srv.Reload(cfg, clients, np)
 	lifecycle(log, "reloaded", "summary", cfg.Summary())
-	return np
+	return cfg, np
 }
 
 // fasthttpLogger routes fasthttp's own messages into slog.

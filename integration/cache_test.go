@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -168,8 +169,29 @@ func TestFailuresAreNotCached(t *testing.T) {
 			t.Fatal("a cut stream was served from cache")
 		}
 	}
-	if up.Calls() != 4 {
-		t.Errorf("calls %d, want 4", up.Calls())
+	// A stream that is only [DONE] is no answer, and is not cached.
+	up.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: [DONE]\n\n")
+	})
+	eb := `{"model":"m","stream":true,"messages":[{"role":"user","content":"empty"}]}`
+	for i := 0; i < 2; i++ {
+		r := post(t, p.URL, eb)
+		readAll2(r)
+		if r.Header.Get("X-Cache") == "HIT" {
+			t.Fatal("an empty stream was served from cache")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Nor is a 200 that carries an error object.
+	up.SetHandler(statusHandler(200, `{"error":{"message":"engine overloaded","type":"server_error"}}`))
+	r := post(t, p.URL, `{"model":"m","messages":[{"role":"user","content":"err200"}]}`)
+	b := readAll(t, r)
+	if r.StatusCode != 502 {
+		t.Errorf("200 with an error object: status %d %s", r.StatusCode, b)
+	}
+	if up.Calls() != 7 {
+		t.Errorf("calls %d, want 7", up.Calls())
 	}
 }
 

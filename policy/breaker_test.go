@@ -163,17 +163,17 @@ func TestStreamFailed(t *testing.T) {
 		if _, err := p.Do("a", "m", run(OK)); err != nil {
 			t.Fatal(err)
 		}
-		p.Observe("a", "m", ok(time.Millisecond))
 	}
 	for range 5 {
-		p.StreamFailed("a", "m", "stream stalled")
+		p.StreamFailed("a", "m", Observation{Status: 200, Err: "stream stalled"})
 	}
 	if _, err := p.Do("a", "m", run(OK)); !errors.Is(err, circuitbreaker.ErrOpen) {
 		t.Fatalf("after 5 failures counted by StreamFailed: %v", err)
 	}
+	// Each stream is observed once, when it ends: as a failed request.
 	st := p.Snapshot()[0]
-	if st.Health != 0.5 || st.Failures != 5 || st.Requests != 5 || st.LastError != "stream stalled" {
+	if st.Health != 0 || st.Failures != 5 || st.Requests != 5 || st.LastError != "stream stalled" {
 		t.Fatalf("status = %+v", st)
 	}
-	p.StreamFailed("unknown", "m", "x") // no panic
+	p.StreamFailed("unknown", "m", Observation{Err: "x"}) // no panic
 }

@@ -188,20 +188,21 @@ func (p *Policy) disable(u *upstream, now time.Time, rl *RateLimit) {
 	}
 }
 
-// StreamFailed records a failure after a stream was committed to the client
-// (the breaker had recorded a success when the headers arrived): a breaker
-// failure on (name, model), a failed attempt in the health window, and the
-// last error. err must contain no secrets.
-func (p *Policy) StreamFailed(name, model string, err string) {
+// StreamFailed records a stream that failed after it was committed to the
+// client: the breaker recorded a success when the first event arrived, so
+// this records a breaker failure on (name, model), then observes the attempt
+// as a Failure (health, the request and failure counts, the last error, and
+// the quota when ob.Status says the upstream answered — it did, and charged).
+// ob.Err must contain no secrets.
+func (p *Policy) StreamFailed(name, model string, ob Observation) {
 	u := p.byName[name]
 	if u == nil {
 		return
 	}
 	u.st.dep(model).cb.RecordFailure()
-	u.st.failures.Add(1)
-	u.st.recordHealth(true)
-	if err == "" {
-		err = "stream failed after commit"
+	ob.Outcome = Failure
+	if ob.Err == "" {
+		ob.Err = "stream failed after commit"
 	}
-	u.st.setLastErr(err)
+	p.Observe(name, model, ob)
 }

@@ -215,10 +215,11 @@ func (r *attemptResult) release() {
 }
 
 var (
-	errAbandoned   = errors.New("attempt abandoned")
-	errInBandError = errors.New("in-band error event")
-	errInvalidJSON = errors.New("2xx answer is not valid JSON")
-	errCutStream   = errors.New("stream ended before [DONE] and without a finish_reason")
+	errAbandoned     = errors.New("attempt abandoned")
+	errInBandError   = errors.New("in-band error event")
+	errInvalidJSON   = errors.New("2xx answer is not valid JSON")
+	errCutStream     = errors.New("stream ended before [DONE] and without a finish_reason")
+	errCompleteBound = errors.New("stream not complete within the timeout or the size limit (commit mode complete)")
 )
 
 // forward runs the attempt loop and answers. It returns true when a stream
@@ -341,12 +342,25 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResul
 	if resp.Stream == nil {
 		if !json.Valid(resp.Body) {
 			r.outcome, r.err = policy.Failure, fmt.Errorf("upstream %s: %w", u.Name, errInvalidJSON)
+		} else if upstream.IsErrorEvent(resp.Body) {
+			// A 200 carrying an error object: a failure, as in a stream.
+			r.outcome = policy.Failure
+			r.err = fmt.Errorf("upstream %s: %w: %s", u.Name, errInBandError, truncate(upstream.ErrorMessage(resp.Body), 300))
 		}
 		r.ttft = resp.Latency
 		return r
 	}
-	// Read to the commit point.
+	// Read to the commit point. In complete mode that is the whole stream,
+	// bounded like a plain answer: the upstream's timeout and MaxPlainBody.
+	deadline := start.Add(u.Config().Timeout)
+	size := 0
 	for {
+		if c.complete && (size > upstream.MaxPlainBody || time.Now().After(deadline)) {
+			r.release()
+			r.outcome = policy.Failure
+			r.err = fmt.Errorf("upstream %s: %w", u.Name, errCompleteBound)
+			return r
+		}
 		ev, err := resp.Stream.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -373,6 +387,7 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResul
 			continue
 		}
 		r.events = append(r.events, bytes.Clone(ev))
+		size += len(ev)
 		if isData && r.ttft == 0 {
 			r.ttft = time.Since(start) // the policy's latency for streams: time to first token
 		}

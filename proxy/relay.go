@@ -47,6 +47,7 @@ type relay struct {
 	cur       []byte
 	sawDone   bool
 	sawFinish bool
+	sawChunk  bool // a JSON chunk (not just [DONE]) was relayed
 	done      bool
 	abort     error
 	streamErr error
@@ -115,8 +116,15 @@ func (r *relay) next() []byte {
 	case sse.IsDone(data):
 		r.sawDone, r.done = true, true
 	case upstream.IsErrorEvent(data):
+		// Relayed (the client's SDK raises it), with any echoed key
+		// scrubbed; the abort error fasthttp logs carries no upstream text.
 		r.streamErr = fmt.Errorf("upstream %s: %w: %s", r.u.Name, errInBandError, truncate(upstream.ErrorMessage(data), 300))
-		r.abort = r.streamErr
+		r.abort = errInBandError
+		ev = r.c.st.redactBytes(ev) // a copy whenever it changes, so it outlives the stream
+		if r.st != nil {
+			r.st.Close(errInBandError)
+			r.st = nil
+		}
 		return ev
 	case !json.Valid(data):
 		invalidSSETotal.Inc()
@@ -124,6 +132,7 @@ func (r *relay) next() []byte {
 	}
 	r.keep(ev)
 	if !r.sawDone {
+		r.sawChunk = true
 		if hasFinishReason(data) {
 			r.sawFinish = true
 		}
@@ -145,7 +154,11 @@ func (r *relay) next() []byte {
 // event, then abort).
 func (r *relay) end(err error) []byte {
 	if r.st != nil {
-		r.st.Close(nil)
+		if errors.Is(err, io.EOF) {
+			r.st.Close(nil) // read to its end: the connection is reusable
+		} else {
+			r.st.Close(err)
+		}
 		r.st = nil
 	}
 	if errors.Is(err, io.EOF) {
@@ -162,7 +175,7 @@ func (r *relay) end(err error) []byte {
 	}
 	r.streamErr = err
 	r.abort = err
-	return errorEvent(fmt.Sprintf("upstream %s failed mid-stream: %v", r.u.Name, err), codeStreamInterrupted)
+	return errorEvent(r.c.st.redact(fmt.Sprintf("upstream %s failed mid-stream: %v", r.u.Name, err)), codeStreamInterrupted)
 }
 
 func (r *relay) keep(ev []byte) {
@@ -179,9 +192,16 @@ func (r *relay) keep(ev []byte) {
 // CloseWithError is called once by fasthttp when the response is done; err
 // is the client write error (the client went away) or nil.
 func (r *relay) CloseWithError(err error) error {
-	if r.st != nil {
-		r.st.Close(err)
+	if st := r.st; st != nil {
 		r.st = nil
+		if err == nil {
+			// After [DONE]: draining the terminator lets the connection be
+			// reused, but fasthttp flushes the client's last chunk only
+			// after this returns, so drain off the client's path.
+			go st.Close(nil)
+		} else {
+			st.Close(err)
+		}
 	}
 	c := r.c
 	pol := c.st.policy
@@ -191,7 +211,8 @@ func (r *relay) CloseWithError(err error) error {
 	switch {
 	case r.streamErr != nil:
 		streamErr = c.st.redact(r.streamErr.Error())
-		pol.StreamFailed(r.u.Name, r.model, streamErr)
+		pol.StreamFailed(r.u.Name, r.model, policy.Observation{Status: r.resp.Status, Latency: r.ttft,
+			Usage: r.usage, Chars: r.prompt + r.chars, RateLimit: r.resp.RateLimit, Err: streamErr})
 		m.outcomes[outcomeLabel(&attemptResult{outcome: policy.Failure, err: r.streamErr})].Inc()
 	case err != nil || !r.sawDone:
 		if err != nil {
@@ -216,7 +237,7 @@ func (r *relay) CloseWithError(err error) error {
 		m.completionTokens.Add(int(r.usage.CompletionTokens))
 		m.ttfb.Update(r.ttft.Seconds())
 		m.duration.Update(time.Since(r.start).Seconds())
-		if !r.teeOverrun && len(r.tee) > 0 {
+		if !r.teeOverrun && r.sawChunk { // a stream of only [DONE] is not an answer worth keeping
 			s.store(c, true, r.tee, "text/event-stream", r.u.Name)
 		}
 	}

@@ -65,7 +65,15 @@ func (s *Stream) expire(why error) {
 // (ErrFirstTokenTimeout, ErrIdleTimeout), a cut (sse.ErrTruncated) or a read
 // error.
 func (s *Stream) Next() ([]byte, error) {
+	if s.gotFirst {
+		// The idle clock runs only while waiting on the upstream, not
+		// while the caller writes the previous event to a slow client.
+		s.timer.Reset(s.idle)
+	}
 	ev, err := s.events.Next()
+	if s.gotFirst {
+		s.timer.Stop()
+	}
 	if err != nil {
 		s.mu.Lock()
 		fired := s.fired
@@ -83,9 +91,7 @@ func (s *Stream) Next() ([]byte, error) {
 		s.gotFirst = true
 		s.mu.Unlock()
 		s.FirstEvent = time.Now()
-	}
-	if s.gotFirst {
-		s.timer.Reset(s.idle)
+		s.timer.Stop() // from now on, armed only inside Next
 	}
 	return ev, nil
 }
@@ -95,7 +101,8 @@ func (s *Stream) Next() ([]byte, error) {
 // otherwise every stream would pay a new TCP and TLS handshake. The watchdog
 // bounds the wait.
 func (s *Stream) drain() error {
-	const maxEvents = 16 // a well-behaved server sends nothing after [DONE]
+	const maxEvents = 16  // a well-behaved server sends nothing after [DONE]
+	s.timer.Reset(s.idle) // a server that never ends the body is cut off
 	for range maxEvents {
 		if _, err := s.events.Next(); err != nil {
 			if errors.Is(err, io.EOF) {

@@ -248,9 +248,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Tar
 				last.release()
 			}
 			c.upstream = u.Name
-			if len(c.tried) > 1 {
-				ctx.Response.Header.Set("X-Attempts", strconv.Itoa(len(c.tried)))
-			}
+			setAttempts(ctx, c.tried)
 			if r.resp.Stream != nil || r.ended {
 				return s.startRelay(ctx, c, u, model, r)
 			}
@@ -261,9 +259,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Tar
 				last.release()
 			}
 			c.upstream = u.Name
-			if len(c.tried) > 1 {
-				ctx.Response.Header.Set("X-Attempts", strconv.Itoa(len(c.tried)))
-			}
+			setAttempts(ctx, c.tried)
 			s.answerUpstreamError(ctx, c.st, u, r.resp)
 			return false
 		}
@@ -273,9 +269,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Tar
 		}
 		last, r.upstream = r, u
 	}
-	if len(c.tried) > 1 {
-		ctx.Response.Header.Set("X-Attempts", strconv.Itoa(len(c.tried)))
-	}
+	setAttempts(ctx, c.tried)
 	s.answerAllFailed(ctx, c, last, reasons, skipped, targets)
 	return false
 }
@@ -566,6 +560,20 @@ func (s *Server) answerAllFailed(ctx *fasthttp.RequestCtx, c *call, last *attemp
 			ctx.Response.Header.Set("x-should-retry", "false")
 		}
 		writeError(ctx, fasthttp.StatusBadGateway, msg, typeServer, "", codeUpstreamFailed)
+	}
+}
+
+// setAttempts sets X-Attempts when more than one upstream was actually
+// called (candidates skipped by an open breaker are not attempts).
+func setAttempts(ctx *fasthttp.RequestCtx, tried []string) {
+	n := 0
+	for _, t := range tried {
+		if !strings.HasSuffix(t, ":breaker_open") {
+			n++
+		}
+	}
+	if n > 1 {
+		ctx.Response.Header.Set("X-Attempts", strconv.Itoa(n))
 	}
 }
 

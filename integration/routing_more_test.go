@@ -505,3 +505,29 @@ func TestHuggingFace402OnlyUpstream(t *testing.T) {
 		t.Errorf("hf calls %d, want 1 (out of credits: disabled)", hf.Calls())
 	}
 }
+
+// TestBreakerOpensOnStreamsCutAfterCommit: an upstream whose streams always
+// die after their first event opens its breaker after failure_threshold (3)
+// such streams; the next request goes to the fallback.
+func TestBreakerOpensOnStreamsCutAfterCommit(t *testing.T) {
+	a := newFake(t, sseHandler(streamScript{words: []string{"x", "y", "z"}, cutAfter: 2}))
+	b := newFake(t, sseHandler(streamScript{words: []string{"from", "b"}}))
+	p := startProxy(t, testConfig("", upstreamYAML("a", a.BaseURL(), "ka", 1, ""), upstreamYAML("b", b.BaseURL(), "kb", 2, "")))
+	body := `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	for i := 0; i < 3; i++ {
+		r := post(t, p.URL, body, noStore...)
+		got, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.Header.Get("X-Upstream") != "a" || !strings.Contains(string(got), `data: {"error":`) {
+			t.Fatalf("stream %d: upstream %q body %q", i, r.Header.Get("X-Upstream"), got)
+		}
+	}
+	r := post(t, p.URL, body, noStore...)
+	got := readAll(t, r)
+	if r.Header.Get("X-Upstream") != "b" || !strings.HasSuffix(string(got), "data: [DONE]\n\n") {
+		t.Fatalf("after 3 cut streams: upstream %q body %q", r.Header.Get("X-Upstream"), got)
+	}
+	if a.Calls() != 3 {
+		t.Errorf("a got %d calls, want 3", a.Calls())
+	}
+}

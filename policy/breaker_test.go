@@ -165,7 +165,7 @@ func TestStreamFailed(t *testing.T) {
 		}
 	}
 	for range 5 {
-		p.StreamFailed("a", "m", Observation{Status: 200, Err: "stream stalled"})
+		p.StreamFailed("a", "m", false, Observation{Status: 200, Err: "stream stalled"})
 	}
 	if _, err := p.Do("a", "m", run(OK)); !errors.Is(err, circuitbreaker.ErrOpen) {
 		t.Fatalf("after 5 failures counted by StreamFailed: %v", err)
@@ -175,5 +175,42 @@ func TestStreamFailed(t *testing.T) {
 	if st.Health != 0 || st.Failures != 5 || st.Requests != 5 || st.LastError != "stream stalled" {
 		t.Fatalf("status = %+v", st)
 	}
-	p.StreamFailed("unknown", "m", Observation{Err: "x"}) // no panic
+	p.StreamFailed("unknown", "m", false, Observation{Err: "x"}) // no panic
+}
+
+// TestDeferredStreams: a stream's breaker record waits for its end, so an
+// upstream whose streams always die after the first event opens its breaker
+// after FailureThreshold streams, where a success recorded at every commit
+// point would have reset the count each time.
+func TestDeferredStreams(t *testing.T) {
+	p := mustNew(t, specs("a"), breakerOpts(newClock(t0), nil))
+	pending := func() (Attempt, error) { return Attempt{Outcome: OK, Pending: true}, nil }
+	for i := 0; i < 5; i++ {
+		a, err := p.Do("a", "m", pending)
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		if !a.Deferred {
+			t.Fatalf("stream %d: not deferred", i)
+		}
+		p.StreamFailed("a", "m", a.Deferred, Observation{Status: 200, Err: "cut"})
+	}
+	if _, err := p.Do("a", "m", pending); !errors.Is(err, circuitbreaker.ErrOpen) {
+		t.Fatalf("after 5 streams failed after commit: %v", err)
+	}
+
+	// A stream that ends well records one success, when it ends.
+	q := mustNew(t, specs("b"), breakerOpts(newClock(t0), nil))
+	a, err := q.Do("b", "m", pending)
+	if err != nil || !a.Deferred {
+		t.Fatalf("Do = %+v, %v", a, err)
+	}
+	q.StreamDone("b", "m", a.Deferred)
+	if st := q.Snapshot()[0]; st.Breaker != "closed" {
+		t.Fatalf("breaker %q", st.Breaker)
+	}
+	// Not pending: recorded at once, nothing deferred.
+	if a, err := q.Do("b", "m", run(OK)); err != nil || a.Deferred {
+		t.Fatalf("plain Do = %+v, %v", a, err)
+	}
 }

@@ -43,7 +43,7 @@ func TestConcurrentUse(t *testing.T) {
 						RateLimit: RateLimit{LimitRequests: 100, RemainingRequests: int64(i % 100), ResetRequests: time.Second, Known: true},
 					})
 					if i%50 == 0 {
-						p.StreamFailed(cand.Name, cand.Model, Observation{Status: 200, Err: "cut"})
+						p.StreamFailed(cand.Name, cand.Model, false, Observation{Status: 200, Err: "cut"})
 					}
 					if !a.Outcome.FailsOver() {
 						break

@@ -65,6 +65,10 @@ func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, 
 			return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, circuitbreaker.ErrOpen)
 		}
 		a, err := wrapped()
+		if a.Pending && a.Outcome == OK && err == nil {
+			a.Deferred = true // recorded by StreamDone or StreamFailed
+			return a, nil
+		}
 		d.cb.RecordResult(a)
 		st.keyCB.RecordResult(a)
 		return a, err
@@ -188,18 +192,42 @@ func (p *Policy) disable(u *upstream, now time.Time, rl *RateLimit) {
 	}
 }
 
+// StreamDone records that a committed stream ended well (or that its
+// client left while the upstream was fine). deferred is Attempt.Deferred
+// from Do: when set, the breakers record the success now, releasing the
+// permits Do left taken (a half-open breaker's trial is the whole stream).
+// The caller also observes the attempt with Observe.
+func (p *Policy) StreamDone(name, model string, deferred bool) {
+	u := p.byName[name]
+	if u == nil || !deferred {
+		return
+	}
+	a := Attempt{Outcome: OK}
+	u.st.dep(model).cb.RecordResult(a)
+	u.st.keyCB.RecordResult(a)
+}
+
 // StreamFailed records a stream that failed after it was committed to the
-// client: the breaker recorded a success when the first event arrived, so
-// this records a breaker failure on (name, model), then observes the attempt
-// as a Failure (health, the request and failure counts, the last error, and
-// the quota when ob.Status says the upstream answered — it did, and charged).
-// ob.Err must contain no secrets.
-func (p *Policy) StreamFailed(name, model string, ob Observation) {
+// client. deferred is Attempt.Deferred from Do: when set the breakers record
+// the failure now (the attempt's only record, so an upstream that always
+// dies after its first token still opens its breaker); otherwise they had
+// recorded a success at the commit point and this adds a failure. Then the
+// attempt is observed as a Failure (health, the request and failure counts,
+// the last error, and the quota when ob.Status says the upstream answered —
+// it did, and charged). ob.Err must contain no secrets.
+func (p *Policy) StreamFailed(name, model string, deferred bool, ob Observation) {
 	u := p.byName[name]
 	if u == nil {
 		return
 	}
-	u.st.dep(model).cb.RecordFailure()
+	d := u.st.dep(model)
+	if deferred {
+		a := Attempt{Outcome: Failure}
+		d.cb.RecordResult(a)
+		u.st.keyCB.RecordResult(a)
+	} else {
+		d.cb.RecordFailure()
+	}
 	ob.Outcome = Failure
 	if ob.Err == "" {
 		ob.Err = "stream failed after commit"

@@ -123,6 +123,14 @@ type Attempt struct {
 	// that long when it is at most 2s and gives up (so the caller fails
 	// over) when it is longer.
 	RetryAfter time.Duration
+	// Pending, set by the call on an OK attempt, says the result is not
+	// final: a stream that reached its commit point can still fail. Do then
+	// leaves the breakers' permits taken and returns Deferred; the caller
+	// reports the end with StreamDone or StreamFailed.
+	Pending bool
+	// Deferred, set by Do, says the breakers have not recorded this attempt
+	// yet (Pending was honoured: it is, when no retry policy is configured).
+	Deferred bool
 }
 
 // Observation is what an attempt produced, reported with [Policy.Observe].

@@ -205,6 +205,7 @@ type attemptResult struct {
 	ended    bool     // the stream was read to its end inside the attempt
 	ttft     time.Duration
 	start    time.Time        // when this attempt started
+	deferred bool             // the breakers await StreamDone/StreamFailed (a committed stream)
 	upstream *upstream.Client // set on failed attempts kept for the final answer
 }
 
@@ -301,7 +302,7 @@ func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResu
 		body = withIncludeUsage(body)
 	}
 	var r *attemptResult
-	_, doErr := pol.Do(u.Name, model, func() (policy.Attempt, error) {
+	att, doErr := pol.Do(u.Name, model, func() (policy.Attempt, error) {
 		if r != nil {
 			r.release() // a retry: the previous try's stream is of no use
 		}
@@ -314,11 +315,15 @@ func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResu
 		if r.resp != nil {
 			ra = r.resp.RateLimit.RetryAfter
 		}
-		return policy.Attempt{Outcome: r.outcome, RetryAfter: ra}, r.err
+		// A committed stream can still fail: its breaker record waits for
+		// the relay to end it (StreamDone / StreamFailed).
+		pending := r.outcome == policy.OK && r.resp != nil && r.resp.Stream != nil
+		return policy.Attempt{Outcome: r.outcome, RetryAfter: ra, Pending: pending}, r.err
 	})
 	if r == nil { // the breaker refused the call
 		return &attemptResult{outcome: policy.Failure, err: fmt.Errorf("upstream %s: %w", u.Name, doErr)}
 	}
+	r.deferred = att.Deferred
 	return r
 }
 

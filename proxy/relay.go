@@ -33,15 +33,18 @@ var doneEvent = []byte("data: [DONE]\n\n")
 // once, with the client write error if the client went away, and that
 // closes the upstream connection.
 type relay struct {
-	s      *Server
-	c      *call
-	u      *upstream.Client
-	model  string
-	resp   *upstream.Response // headers and rate limits; its Stream is st
-	st     *upstream.Stream   // nil once read to the end
-	ttft   time.Duration
-	start  time.Time // the attempt's start, for the upstream duration
-	prompt int64     // prompt characters, counted before the handler returned
+	s     *Server
+	c     *call
+	u     *upstream.Client
+	model string
+	resp  *upstream.Response // headers and rate limits; its Stream is st
+	st    *upstream.Stream   // nil once read to the end
+	ttft  time.Duration
+	start time.Time // the attempt's start, for the upstream duration
+	// deferred: the breakers record this stream when it ends (see
+	// policy.Attempt.Pending); CloseWithError must report it either way.
+	deferred bool
+	prompt   int64 // prompt characters, counted before the handler returned
 
 	pending   [][]byte
 	cur       []byte
@@ -67,7 +70,7 @@ func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, u *upstream.Clien
 	ctx.Response.ImmediateHeaderFlush = true
 	rel := &relay{
 		s: s, c: c, u: u, model: model, resp: r.resp, st: r.resp.Stream,
-		ttft: r.ttft, start: r.start, pending: r.events,
+		ttft: r.ttft, start: r.start, pending: r.events, deferred: r.deferred,
 	}
 	if c.st.policyNeedsChars(u.Name) {
 		rel.prompt = promptChars(c.body)
@@ -211,7 +214,7 @@ func (r *relay) CloseWithError(err error) error {
 	switch {
 	case r.streamErr != nil:
 		streamErr = c.st.redact(r.streamErr.Error())
-		pol.StreamFailed(r.u.Name, r.model, policy.Observation{Status: r.resp.Status, Latency: r.ttft,
+		pol.StreamFailed(r.u.Name, r.model, r.deferred, policy.Observation{Status: r.resp.Status, Latency: r.ttft,
 			Usage: r.usage, Chars: r.prompt + r.chars, RateLimit: r.resp.RateLimit, Err: streamErr})
 		m.outcomes[outcomeLabel(&attemptResult{outcome: policy.Failure, err: r.streamErr})].Inc()
 	case err != nil || !r.sawDone:
@@ -221,6 +224,7 @@ func (r *relay) CloseWithError(err error) error {
 			streamErr = "stream not finished"
 		}
 		// The upstream was fine and has likely charged the request.
+		pol.StreamDone(r.u.Name, r.model, r.deferred)
 		pol.Observe(r.u.Name, r.model, policy.Observation{Outcome: policy.OK, Status: r.resp.Status,
 			Latency: r.ttft, Usage: r.usage, Chars: r.prompt + r.chars, RateLimit: r.resp.RateLimit})
 		m.outcomes["ok"].Inc()
@@ -230,6 +234,7 @@ func (r *relay) CloseWithError(err error) error {
 		s.successes.Add(1)
 		ob := policy.Observation{Outcome: policy.OK, Status: r.resp.Status, Latency: r.ttft,
 			Usage: r.usage, Chars: r.prompt + r.chars, RateLimit: r.resp.RateLimit}
+		pol.StreamDone(r.u.Name, r.model, r.deferred)
 		pol.Observe(r.u.Name, r.model, ob)
 		c.usage = r.usage
 		m.outcomes["ok"].Inc()

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,20 +22,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "switchyard-it-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "switchyard")
-	if err := testproc.Build(binary, "..", raceEnabled); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testproc.Main(m, "..", raceEnabled, &binary))
 }
 
 // proxyProc is a running switchyard binary and its config file.
@@ -50,15 +36,7 @@ type proxyProc struct {
 // the test ends.
 func startProxy(t *testing.T, cfg string, env ...string) *proxyProc {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p, err := testproc.Start(binary, path, env, 15*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
+	p, path := testproc.StartConfig(t, binary, cfg, env...)
 	return &proxyProc{Proxy: p, cfgPath: path}
 }
 

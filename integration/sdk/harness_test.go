@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,41 +17,13 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "switchyard-sdk-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "switchyard")
-	if err := testproc.Build(binary, "../..", raceEnabled); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testproc.Main(m, "../..", raceEnabled, &binary))
 }
 
-// startProxy writes cfg to a file and runs the binary with -listen
-// 127.0.0.1:0. The proxy is stopped when the test ends; its log is printed
-// if the test failed.
+// startProxy runs the binary with cfg; it stops when the test ends.
 func startProxy(t *testing.T, cfg string) *testproc.Proxy {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p, err := testproc.Start(binary, path, nil, 15*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.Stop()
-		if t.Failed() {
-			t.Logf("switchyard log:\n%s", p.Logs())
-		}
-	})
+	p, _ := testproc.StartConfig(t, binary, cfg)
 	return p
 }
 

@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -138,4 +140,45 @@ func (p *Proxy) WaitExit(d time.Duration) (code int, exited bool) {
 	case <-time.After(d):
 		return 0, false
 	}
+}
+
+// Main is a TestMain body: it builds the binary of pkgDir into a temporary
+// directory, stores its path in *binary, runs the tests and removes the
+// directory. It returns the exit code for os.Exit.
+func Main(m *testing.M, pkgDir string, race bool, binary *string) int {
+	dir, err := os.MkdirTemp("", "switchyard-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	*binary = filepath.Join(dir, "switchyard")
+	if err := Build(*binary, pkgDir, race); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// StartConfig writes cfg to config.yaml in the test's temporary directory
+// and starts bin with it (see Start). The process is stopped when the test
+// ends, and its log is printed if the test failed. It returns the config
+// path too, for tests that rewrite it and send SIGHUP.
+func StartConfig(t testing.TB, bin, cfg string, env ...string) (*Proxy, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Start(bin, path, env, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("switchyard log:\n%s", p.Logs())
+		}
+	})
+	return p, path
 }

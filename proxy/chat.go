@@ -331,6 +331,11 @@ func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResu
 func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResult {
 	start := time.Now()
 	resp, err := u.Do(&upstream.Request{Body: body, Stream: c.stream, RequestID: c.rid})
+	if errors.Is(err, upstream.ErrBusy) {
+		// Our own connection pool is full: fail over, but the upstream did
+		// nothing wrong, so no breaker or health penalty.
+		return &attemptResult{outcome: policy.NotServed, err: err}
+	}
 	if err != nil {
 		return &attemptResult{outcome: policy.Failure, err: err}
 	}

@@ -32,6 +32,9 @@ var (
 	ErrIdleTimeout = errors.New("stream idle for longer than the idle timeout")
 	// ErrTimeout: a plain call got no complete answer within timeout.
 	ErrTimeout = errors.New("no answer within the timeout")
+	// ErrBusy: every pooled connection to the upstream is in use, and none
+	// freed up in time. It is our own limit, not the upstream's failure.
+	ErrBusy = errors.New("connection pool exhausted")
 )
 
 // maxErrorBody caps how much of a non-2xx body is read: error bodies are
@@ -267,6 +270,9 @@ func (c *Client) Do(r *Request) (*Response, error) {
 }
 
 func (c *Client) wrapErr(err error, stream bool) error {
+	if errors.Is(err, fasthttp.ErrNoFreeConns) {
+		return fmt.Errorf("upstream %s: %w", c.Name, ErrBusy)
+	}
 	var ne net.Error
 	if errors.Is(err, fasthttp.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout()) {
 		if stream {

@@ -243,31 +243,23 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Tar
 			continue
 		}
 		c.tried = append(c.tried, cand.Name+":"+r.outcome.String())
-		switch {
-		case r.outcome == policy.OK:
-			if last != nil {
-				last.release()
-			}
+		if last != nil {
+			last.release() // only the latest failure is kept, for the all-failed answer
+		}
+		if r.outcome == policy.OK || r.outcome == policy.ClientError {
 			c.upstream = u.Name
 			setAttempts(ctx, c.tried)
-			if r.resp.Stream != nil || r.ended {
+			switch {
+			case r.outcome == policy.ClientError:
+				s.answerUpstreamError(ctx, c.st, u, r.resp)
+			case r.resp.Stream != nil || r.ended:
 				return s.startRelay(ctx, c, u, model, r)
+			default:
+				s.answerPlain(ctx, c, u, r)
 			}
-			s.answerPlain(ctx, c, u, r)
-			return false
-		case r.outcome == policy.ClientError:
-			if last != nil {
-				last.release()
-			}
-			c.upstream = u.Name
-			setAttempts(ctx, c.tried)
-			s.answerUpstreamError(ctx, c.st, u, r.resp)
 			return false
 		}
 		reasons = append(reasons, u.Name+": "+c.st.describe(r))
-		if last != nil {
-			last.release()
-		}
 		last, r.upstream = r, u
 	}
 	setAttempts(ctx, c.tried)

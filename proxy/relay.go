@@ -210,40 +210,36 @@ func (r *relay) CloseWithError(err error) error {
 	pol := c.st.policy
 	m := metricsFor(r.u.Name)
 	status := r.resp.Status
+	ob := policy.Observation{Outcome: policy.OK, Status: r.resp.Status, Latency: r.ttft,
+		Usage: r.usage, Chars: r.prompt + r.chars, RateLimit: r.resp.RateLimit}
 	var streamErr string
-	switch {
-	case r.streamErr != nil:
+	if r.streamErr != nil {
 		streamErr = c.st.redact(r.streamErr.Error())
-		pol.StreamFailed(r.u.Name, r.model, r.deferred, policy.Observation{Status: r.resp.Status, Latency: r.ttft,
-			Usage: r.usage, Chars: r.prompt + r.chars, RateLimit: r.resp.RateLimit, Err: streamErr})
+		ob.Err = streamErr
+		pol.StreamFailed(r.u.Name, r.model, r.deferred, ob)
 		m.outcomes[outcomeLabel(&attemptResult{outcome: policy.Failure, err: r.streamErr})].Inc()
-	case err != nil || !r.sawDone:
-		if err != nil {
-			streamErr = "client went away: " + err.Error()
-		} else {
-			streamErr = "stream not finished"
-		}
-		// The upstream was fine and has likely charged the request.
-		pol.StreamDone(r.u.Name, r.model, r.deferred)
-		pol.Observe(r.u.Name, r.model, policy.Observation{Outcome: policy.OK, Status: r.resp.Status,
-			Latency: r.ttft, Usage: r.usage, Chars: r.prompt + r.chars, RateLimit: r.resp.RateLimit})
-		m.outcomes["ok"].Inc()
-		status = 499 // nginx's "client closed request", for the log only
-	default:
-		s := r.s
-		s.successes.Add(1)
-		ob := policy.Observation{Outcome: policy.OK, Status: r.resp.Status, Latency: r.ttft,
-			Usage: r.usage, Chars: r.prompt + r.chars, RateLimit: r.resp.RateLimit}
+	} else {
+		// The upstream did its part (and has charged the request), whether
+		// or not the client stayed to the end.
 		pol.StreamDone(r.u.Name, r.model, r.deferred)
 		pol.Observe(r.u.Name, r.model, ob)
-		c.usage = r.usage
 		m.outcomes["ok"].Inc()
-		m.promptTokens.Add(int(r.usage.PromptTokens))
-		m.completionTokens.Add(int(r.usage.CompletionTokens))
-		m.ttfb.Update(r.ttft.Seconds())
-		m.duration.Update(time.Since(r.start).Seconds())
-		if !r.teeOverrun && r.sawChunk { // a stream of only [DONE] is not an answer worth keeping
-			s.store(c, true, r.tee, "text/event-stream", r.u.Name)
+		switch {
+		case err != nil:
+			streamErr, status = "client went away: "+err.Error(), 499 // nginx's "client closed request", for the log only
+		case !r.sawDone:
+			streamErr, status = "stream not finished", 499
+		default:
+			s := r.s
+			s.successes.Add(1)
+			c.usage = r.usage
+			m.promptTokens.Add(int(r.usage.PromptTokens))
+			m.completionTokens.Add(int(r.usage.CompletionTokens))
+			m.ttfb.Update(r.ttft.Seconds())
+			m.duration.Update(time.Since(r.start).Seconds())
+			if !r.teeOverrun && r.sawChunk { // a stream of only [DONE] is not an answer worth keeping
+				s.store(c, true, r.tee, "text/event-stream", r.u.Name)
+			}
 		}
 	}
 	r.s.finishFlight(c, nil)

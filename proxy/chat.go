@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"switchyard/config"
+	"switchyard/jsonscan"
 	"switchyard/policy"
 	"switchyard/sse"
 	"switchyard/upstream"
@@ -30,9 +31,11 @@ const maxStreamDuration = 30 * time.Minute
 // chatRequest is what the handler reads of a request body; the body itself
 // is forwarded as is.
 type chatRequest struct {
-	model     string
-	stream    bool
-	wantUsage bool // stream_options.include_usage is true
+	model      string
+	modelPlain bool // the model string has no escapes: its bytes are the name
+	stream     bool
+	wantUsage  bool // stream_options.include_usage is true
+	hasOptions bool // stream_options is present
 }
 
 // errBadRequest is a client error with its message, param and code.
@@ -40,15 +43,21 @@ type errBadRequest struct{ msg, param, code string }
 
 func (e *errBadRequest) Error() string { return e.msg }
 
+// requestKeys are the top-level members parseChatRequest reads, in the
+// order of its spans.
+var requestKeys = []string{"model", "messages", "stream", "stream_options"}
+
 // parseChatRequest validates body and reads the fields the proxy needs from
-// the top-level object, without decoding the rest (messages can be large).
+// the top-level object in one pass, without decoding the rest (messages
+// can be large).
 func parseChatRequest(body []byte) (chatRequest, error) {
 	var req chatRequest
-	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) == 0 {
-		return req, &errBadRequest{"request body is empty; send a JSON chat completion request", "", codeInvalidJSON}
-	}
-	if !json.Valid(body) {
+	var spans [4]jsonscan.Span
+	object, ok := jsonscan.Members(body, requestKeys, spans[:])
+	if !ok {
+		if len(bytes.TrimSpace(body)) == 0 {
+			return req, &errBadRequest{"request body is empty; send a JSON chat completion request", "", codeInvalidJSON}
+		}
 		msg := "request body is not valid JSON"
 		var v json.RawMessage
 		if err := json.Unmarshal(body, &v); err != nil {
@@ -56,23 +65,23 @@ func parseChatRequest(body []byte) (chatRequest, error) {
 		}
 		return req, &errBadRequest{msg, "", codeInvalidJSON}
 	}
-	if trimmed[0] != '{' {
+	if !object {
 		return req, &errBadRequest{"request body must be a JSON object", "", codeInvalidJSON}
 	}
-	vs, ve, ok := upstream.TopLevelValue(body, "model")
-	if !ok || body[vs] != '"' || ve-vs <= 2 {
+	model, messages, stream, options := spans[0], spans[1], spans[2], spans[3]
+	if !model.Found() || body[model.Start] != '"' || model.End-model.Start <= 2 {
 		return req, &errBadRequest{`you must provide a model parameter (a string under the key "model")`, "model", codeMissingParam}
 	}
-	if raw := body[vs+1 : ve-1]; bytes.IndexByte(raw, '\\') < 0 {
-		req.model = string(raw)
-	} else if json.Unmarshal(body[vs:ve], &req.model) != nil || req.model == "" {
+	if raw := body[model.Start+1 : model.End-1]; bytes.IndexByte(raw, '\\') < 0 {
+		req.model, req.modelPlain = string(raw), true
+	} else if json.Unmarshal(body[model.Start:model.End], &req.model) != nil || req.model == "" {
 		return req, &errBadRequest{"invalid model string", "model", codeInvalidJSON}
 	}
-	if vs, _, ok := upstream.TopLevelValue(body, "messages"); !ok || body[vs] != '[' {
+	if !messages.Found() || body[messages.Start] != '[' {
 		return req, &errBadRequest{"you must provide a messages parameter (an array)", "messages", codeMissingParam}
 	}
-	if vs, ve, ok := upstream.TopLevelValue(body, "stream"); ok {
-		switch string(body[vs:ve]) {
+	if stream.Found() {
+		switch string(body[stream.Start:stream.End]) {
 		case "true":
 			req.stream = true
 		case "false", "null":
@@ -80,33 +89,42 @@ func parseChatRequest(body []byte) (chatRequest, error) {
 			return req, &errBadRequest{"stream must be a boolean", "stream", codeInvalidJSON}
 		}
 	}
-	if vs, ve, ok := upstream.TopLevelValue(body, "stream_options"); ok && body[vs] == '{' {
-		if us, ue, ok := upstream.TopLevelValue(body[vs:ve], "include_usage"); ok {
-			req.wantUsage = string(body[vs:ve][us:ue]) == "true"
+	if options.Found() {
+		req.hasOptions = true
+		if opts := body[options.Start:options.End]; opts[0] == '{' {
+			var usage [1]jsonscan.Span
+			jsonscan.Members(opts, includeUsageKey, usage[:])
+			req.wantUsage = string(opts[usage[0].Start:usage[0].End]) == "true"
 		}
 	}
 	return req, nil
 }
 
+var includeUsageKey = []string{"include_usage"}
+
 // call is one chat request on its way through the handler.
 type call struct {
-	rid       string
-	start     time.Time
-	body      []byte // the client's body (valid until the handler returns)
-	alias     string
-	stream    bool
-	wantUsage bool   // the client asked for stream_options.include_usage
-	complete  bool   // stream commit mode "complete"
-	key       string // cache key; "" = not cached
-	ttl       time.Duration
-	maxAge    time.Duration // >0: cached entries older than this are misses
-	xcache    string
-	flight    *flight // non-nil when this request leads a coalesced miss
-	st        *state
-	tried     []string           // "name:outcome" per attempt, for the decision log
-	ranked    []policy.Candidate // the ranking, for the decision log
-	upstream  string
-	usage     policy.Usage
+	rid   string
+	start time.Time
+	body  []byte // the client's body (valid until the handler returns)
+	alias string
+	// aliasRaw: the body spells alias without escapes, so a body sent
+	// under the alias itself needs no rewrite.
+	aliasRaw   bool
+	hasOptions bool // the body has stream_options
+	stream     bool
+	wantUsage  bool   // the client asked for stream_options.include_usage
+	complete   bool   // stream commit mode "complete"
+	key        string // cache key; "" = not cached
+	ttl        time.Duration
+	maxAge     time.Duration // >0: cached entries older than this are misses
+	xcache     string
+	flight     *flight // non-nil when this request leads a coalesced miss
+	st         *state
+	tried      []string           // "name:outcome" per attempt, for the decision log
+	ranked     []policy.Candidate // the ranking, for the decision log
+	upstream   string
+	usage      policy.Usage
 }
 
 func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
@@ -139,9 +157,9 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
 		writeError(ctx, fasthttp.StatusBadRequest, e.msg, typeInvalidRequest, e.param, e.code)
 		return
 	}
-	c.alias, c.stream, c.body = req.model, req.stream, body
+	c.alias, c.aliasRaw, c.stream, c.body = req.model, req.modelPlain, req.stream, body
 	if c.stream {
-		c.wantUsage = req.wantUsage
+		c.wantUsage, c.hasOptions = req.wantUsage, req.hasOptions
 		c.complete = st.cfg.Streaming.Commit == config.CommitComplete
 		switch strings.ToLower(string(ctx.Request.Header.Peek("X-Stream-Commit"))) {
 		case config.CommitComplete:
@@ -286,11 +304,14 @@ func (st *state) describe(r *attemptResult) string {
 // that a failure before it fails over invisibly.
 func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResult {
 	pol := c.st.policy
-	body, err := upstream.RewriteModel(c.body, model)
-	if err != nil {
-		return &attemptResult{outcome: policy.Failure, err: err}
+	body := c.body
+	if model != c.alias || !c.aliasRaw {
+		var err error
+		if body, err = upstream.RewriteModel(c.body, model); err != nil {
+			return &attemptResult{outcome: policy.Failure, err: err}
+		}
 	}
-	if c.stream && !c.wantUsage {
+	if c.stream && !c.hasOptions {
 		body = withIncludeUsage(body)
 	}
 	var r *attemptResult
@@ -336,7 +357,7 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResul
 		return r
 	}
 	if resp.Stream == nil {
-		if !json.Valid(resp.Body) {
+		if !jsonscan.Valid(resp.Body) {
 			r.outcome, r.err = policy.Failure, fmt.Errorf("upstream %s: %w", u.Name, errInvalidJSON)
 		} else if upstream.IsErrorEvent(resp.Body) {
 			// A 200 carrying an error object: a failure, as in a stream.
@@ -378,7 +399,7 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResul
 			r.err = fmt.Errorf("upstream %s: %w: %s", u.Name, errInBandError, truncate(upstream.ErrorMessage(data), 300))
 			return r
 		}
-		if isData && !sse.IsDone(data) && !json.Valid(data) {
+		if isData && !sse.IsDone(data) && !jsonscan.Valid(data) {
 			invalidSSETotal.Inc()
 			continue
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"switchyard/jsonscan"
 	"switchyard/policy"
 	"switchyard/sse"
 	"switchyard/upstream"
@@ -129,7 +130,7 @@ func (r *relay) next() []byte {
 			r.st = nil
 		}
 		return ev
-	case !json.Valid(data):
+	case !jsonscan.Valid(data):
 		invalidSSETotal.Inc()
 		return nil
 	}

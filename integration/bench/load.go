@@ -297,8 +297,10 @@ type holdResult struct {
 
 // holdStreams opens n streams, spread over ramp, each staying open for
 // about hold, and samples the open count, pid's RSS and (when metricsAddr
-// is set) switchyard's goroutines while they are open.
-func holdStreams(addr string, body []byte, headers [][2]string, n int, ramp, hold time.Duration, pid int, metricsAddr string) *holdResult {
+// is set) switchyard's goroutines while they are open. atPeak, if set, runs
+// in a goroutine of its own right after that scrape, when every stream
+// should be open (-profile's heap profile); holdStreams waits for it.
+func holdStreams(addr string, body []byte, headers [][2]string, n int, ramp, hold time.Duration, pid int, metricsAddr string, atPeak func()) *holdResult {
 	hc := newClient(addr, n+16, hold+30*time.Second)
 	defer hc.CloseIdleConnections()
 	out := &holdResult{n: n, errKind: map[string]int{}, goroutines: -1}
@@ -364,6 +366,10 @@ func holdStreams(addr string, body []byte, headers [][2]string, n int, ramp, hol
 	defer tick.Stop()
 	scrapeAt := ramp + min(hold/2, time.Second)
 	scraped := false
+	peakDone := make(chan struct{})
+	if atPeak == nil {
+		close(peakDone)
+	}
 loop:
 	for {
 		select {
@@ -378,12 +384,18 @@ loop:
 				out.peakOpen = o
 				out.rssAtPeak, _ = memKB(pid)
 			}
-			// go_goroutines once, when every stream should be open.
-			if metricsAddr != "" && !scraped && time.Since(start) >= scrapeAt {
+			// go_goroutines once, when every stream should be open;
+			// atPeak after it, so that it does not disturb the scrape.
+			if !scraped && time.Since(start) >= scrapeAt {
 				scraped = true
-				if m, err := scrapeMetrics(metricsAddr); err == nil {
-					out.goroutines, out.openAtScrape = int(m["go_goroutines"]), int(open.Load())
-					out.heapInuse, out.stackInuse = m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"]
+				if metricsAddr != "" {
+					if m, err := scrapeMetrics(metricsAddr); err == nil {
+						out.goroutines, out.openAtScrape = int(m["go_goroutines"]), int(open.Load())
+						out.heapInuse, out.stackInuse = m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"]
+					}
+				}
+				if atPeak != nil {
+					go func() { defer close(peakDone); atPeak() }()
 				}
 			}
 		}
@@ -392,5 +404,8 @@ loop:
 	_, out.hwm = memKB(pid)
 	out.opened = int(opened.Load())
 	out.completed = int(completed.Load())
+	if scraped {
+		<-peakDone
+	}
 	return out
 }

@@ -25,6 +25,15 @@
 //	make bench                                  (go run ./integration/bench -duration 10s, ~2 min)
 //	go run ./integration/bench -duration 5s -streams 2000
 //	go run ./integration/bench -scenarios d -bin /tmp/switchyard-patched   (A/B a change)
+//	go run ./integration/bench -scenarios ab -profile /tmp/prof            (CPU profile of each run)
+//	go tool pprof -top /tmp/prof/cpu-switchyard-no-store-bypass.pprof
+//
+// -profile DIR builds switchyard with -tags pprof (main_pprof.go) and starts
+// every switchyard with SWITCHYARD_PPROF on a free port of its own; each run
+// through switchyard then writes DIR/cpu-<run>.pprof (a CPU profile over the
+// measured run) and scenario (e) DIR/heap-streams.pprof (the heap when the
+// streams are at their peak). The profiler's own cost is in the figures of
+// such a run; compare profiled runs with profiled runs only.
 //
 // The load generator, the upstream and the proxy share the machine's cores:
 // absolute numbers are noise; the ratios are the result. Runs during which
@@ -38,6 +47,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -70,6 +80,7 @@ type options struct {
 	directHold bool
 	logInfo    bool
 	bin        string
+	profile    string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -88,6 +99,9 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.memcached, "memcached", "memcached", "memcached binary for scenario (c); \"\" skips it")
 	fs.StringVar(&o.scenarios, "scenarios", "abcde", "scenarios to run")
 	fs.StringVar(&o.bin, "bin", "", "run this switchyard binary instead of building the tree (A/B runs of a change)")
+	fs.StringVar(&o.profile, "profile", "", "write pprof profiles of switchyard into this directory: a CPU profile of every run through it "+
+		"(cpu-<run>.pprof) and the heap at the peak of scenario (e) (heap-streams.pprof); builds switchyard with -tags pprof "+
+		"(a -bin binary must have been built so); the profiler's cost is in the figures")
 	fs.BoolVar(&o.logInfo, "log-info", true, "scenario (a): also run switchyard at log_level info (its default; stderr to /dev/null)")
 	fs.BoolVar(&o.directHold, "hold-direct", true, "scenario (e): also hold the streams against the fake directly (checks the load generator)")
 	if err := fs.Parse(args); err != nil {
@@ -127,6 +141,7 @@ type measured struct {
 	upConns   int64   // connections the fake upstream accepted during the run
 	otherCPU  float64 // CPU seconds of processes outside the harness
 	capacity  float64 // CPU seconds the machine had during the run
+	profile   string  // -profile: where the proxy's CPU profile went, or why not ("": none taken)
 }
 
 // noisy reports that other work used more than 5% of the machine.
@@ -140,7 +155,9 @@ func (m *measured) cpuPerReq() float64 {
 }
 
 // measure runs a warm-up, then j, with CPU deltas of the processes on the
-// path. target is the proxy (nil: the load goes to the fake directly).
+// path. target is the proxy (nil: the load goes to the fake directly). When
+// target serves pprof (-profile), a CPU profile of it is taken over the
+// measured run.
 func measure(label string, j job, warmup time.Duration, target, fake, extra *proc) *measured {
 	if warmup > 0 {
 		w := j
@@ -165,9 +182,13 @@ func measure(label string, j job, warmup time.Duration, target, fake, extra *pro
 	n0 := upstreamConns(fake.addr)
 	t0, f0, s0, e0 := cpu(target), cpu(fake), self(), cpu(extra)
 	hp0, hb0, ht0 := hostCPU()
+	prof := startCPUProfile(label, j.dur, target)
 	m.res = run(j)
 	hp1, hb1, ht1 := hostCPU()
 	t1, f1, s1, e1 := cpu(target), cpu(fake), self(), cpu(extra)
+	if prof != nil {
+		m.profile = prof()
+	}
 	if n1 := upstreamConns(fake.addr); n0 >= 0 && n1 >= n0 {
 		m.upConns = n1 - n0
 	}
@@ -188,6 +209,24 @@ func measure(label string, j job, warmup time.Duration, target, fake, extra *pro
 		m.extraCPU = e1 - e0
 	}
 	return m
+}
+
+// startCPUProfile, when target serves pprof and -profile is set, starts
+// fetching a CPU profile of target over the next dur (whole seconds, at
+// least 1) into profileDir/cpu-<slug of label>.pprof. The function it
+// returns waits for the fetch (at most dur+15s) and returns the note to
+// print. nil: no profile.
+func startCPUProfile(label string, dur time.Duration, target *proc) func() string {
+	if profileDir == "" || target == nil || target.pprof == "" {
+		return nil
+	}
+	secs := max(int(dur/time.Second), 1)
+	file := filepath.Join(profileDir, "cpu-"+slug(label)+".pprof")
+	done := make(chan error, 1)
+	go func() {
+		done <- fetchProfile(target.pprof, fmt.Sprintf("profile?seconds=%d", secs), file, dur+15*time.Second)
+	}()
+	return func() string { return profileNote(file, <-done) }
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/1e6) }
@@ -232,6 +271,9 @@ func printRuns(w io.Writer, title string, runs []*measured) {
 		}
 		if m.proxyCPU >= 0 && !m.hwmReset {
 			fmt.Fprintf(w, "  note: could not reset VmHWM of %s; its peak RSS is the process's peak so far\n", m.label)
+		}
+		if m.profile != "" {
+			fmt.Fprintf(w, "  CPU profile of %s: %s\n", m.label, m.profile)
 		}
 	}
 }
@@ -282,6 +324,13 @@ func bench(args []string, w io.Writer) int {
 		os.Exit(130)
 	}()
 	want := func(s byte) bool { return strings.IndexByte(o.scenarios, s) >= 0 }
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "-profile:", err)
+			return 1
+		}
+		profileDir = o.profile
+	}
 
 	nofile := raiseNofile()
 	fmt.Fprintf(w, "switchyard bench: %d CPUs, GOMAXPROCS %d, %s %s/%s, open files limit %d\n",
@@ -297,13 +346,16 @@ func bench(args []string, w io.Writer) int {
 	bin := o.bin
 	if bin == "" {
 		t := time.Now()
-		if bin, err = buildSwitchyard(tmp); err != nil {
+		if bin, err = buildSwitchyard(tmp, profileDir != ""); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 		fmt.Fprintf(w, "built switchyard in %.1fs\n", time.Since(t).Seconds())
 	} else {
 		fmt.Fprintf(w, "switchyard binary: %s (not built from the tree)\n", bin)
+		if profileDir != "" {
+			fmt.Fprintln(w, "-profile with -bin: the binary must have been built with -tags pprof (go build -tags pprof), else no profiles")
+		}
 	}
 
 	fake, err := startRole("fake", "-latency", o.latency.String(), "-events", fmt.Sprint(o.events),
@@ -326,6 +378,12 @@ func bench(args []string, w io.Writer) int {
 	idleKB, _ := memKB(sy.pid())
 	fmt.Fprintf(w, "processes: fake upstream %s (pid %d), pass-through %s (pid %d), switchyard %s (pid %d, idle RSS %.1f MB)\n",
 		fake.addr, fake.pid(), pass.addr, pass.pid(), sy.addr, sy.pid(), float64(idleKB)/1024)
+	switch {
+	case profileDir != "" && sy.pprof != "":
+		fmt.Fprintf(w, "profiling: switchyard serves pprof on %s; profiles go to %s (figures include the profiler's cost)\n", sy.pprof, profileDir)
+	case profileDir != "":
+		fmt.Fprintln(w, "WARNING: -profile: switchyard does not serve pprof on SWITCHYARD_PPROF (built without -tags pprof?): no profiles")
+	}
 
 	p0, _, c0 := hostCPU()
 	time.Sleep(time.Second)
@@ -444,7 +502,7 @@ func bench(args []string, w io.Writer) int {
 		fmt.Fprintf(w, "\n(e) %d concurrent open streams (opened over %v, each open ~%v; the fake sends one event a second)\n",
 			o.streams, o.ramp, o.hold)
 		if o.directHold {
-			holdDirect = holdStreams(fake.addr, body, noStore, o.streams, o.ramp, o.hold, fake.pid(), "")
+			holdDirect = holdStreams(fake.addr, body, noStore, o.streams, o.ramp, o.hold, fake.pid(), "", nil)
 			printHold(w, "direct to the fake upstream (fake's RSS)", holdDirect)
 		}
 		sy2, err := startSwitchyard("switchyard-streams", bin, tmp, switchyardConfig(fake.addr, "", "warn"), nil)
@@ -455,9 +513,13 @@ func bench(args []string, w io.Writer) int {
 			holdIdleKB, _ = memKB(sy2.pid())
 			resetHWM(sy2.pid())
 			c0, _ := cpuSeconds(sy2.pid())
-			hold = holdStreams(sy2.addr, body, noStore, o.streams, o.ramp, o.hold, sy2.pid(), sy2.addr)
+			atPeak, heapNote := heapAtPeak(sy2)
+			hold = holdStreams(sy2.addr, body, noStore, o.streams, o.ramp, o.hold, sy2.pid(), sy2.addr, atPeak)
 			c1, _ := cpuSeconds(sy2.pid())
 			printHold(w, fmt.Sprintf("through switchyard (fresh process, idle RSS %.1f MB; CPU %.2fs)", float64(holdIdleKB)/1024, c1-c0), hold)
+			if atPeak != nil {
+				fmt.Fprintf(w, "  heap profile at the peak: %s\n", *heapNote)
+			}
 			if hold.peakOpen > 0 {
 				per := float64(hold.rssAtPeak-holdIdleKB) / float64(hold.peakOpen)
 				fmt.Fprintf(w, "  switchyard RSS per open stream: %.1f KB; %d streams would need ~%.0f MB", per, o.streams,
@@ -539,6 +601,18 @@ func bench(args []string, w io.Writer) int {
 	fmt.Fprintf(w, "\ntotal %.0fs. CAVEAT: %d cores shared by load generator, upstream and proxy; switchyard ran at log_level warn except where noted.\n",
 		time.Since(began).Seconds(), runtime.NumCPU())
 	return 0
+}
+
+// heapAtPeak, when p serves pprof (-profile), returns the holdStreams hook
+// that writes p's heap profile to profileDir/heap-streams.pprof, and the
+// note it leaves (valid once holdStreams returned). nil: no profile.
+func heapAtPeak(p *proc) (func(), *string) {
+	note := "not taken: the streams ended before their peak"
+	if profileDir == "" || p.pprof == "" {
+		return nil, &note
+	}
+	file := filepath.Join(profileDir, "heap-streams.pprof")
+	return func() { note = profileNote(file, fetchProfile(p.pprof, "heap", file, 15*time.Second)) }, &note
 }
 
 func printHold(w io.Writer, label string, h *holdResult) {

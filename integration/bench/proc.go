@@ -28,6 +28,7 @@ type proc struct {
 	name   string
 	cmd    *exec.Cmd
 	addr   string // host:port it serves on
+	pprof  string // host:port of its net/http/pprof listener ("": none)
 	logs   *tail
 	exited chan struct{}
 }
@@ -165,15 +166,26 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// buildSwitchyard builds the binary from the tree into dir.
-func buildSwitchyard(dir string) (string, error) {
+// profileDir is -profile: when set, every switchyard the harness starts
+// serves net/http/pprof (SWITCHYARD_PPROF, main_pprof.go), measure writes a
+// CPU profile of each run through switchyard into it, and scenario (e) the
+// heap at the streams' peak.
+var profileDir string
+
+// buildSwitchyard builds the binary from the tree into dir, with -tags
+// pprof when pprof is set.
+func buildSwitchyard(dir string, pprof bool) (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
 	}
 	root := filepath.Dir(strings.TrimSpace(string(out)))
 	bin := filepath.Join(dir, "switchyard")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
+	args := []string{"build", "-o", bin}
+	if pprof {
+		args = append(args, "-tags", "pprof")
+	}
+	cmd := exec.Command("go", append(args, ".")...)
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -209,7 +221,9 @@ upstreams:
 
 // startSwitchyard writes cfg into dir and runs bin on a free port until
 // /healthz answers 200. Its stderr goes to stderr, or (nil) to a tail
-// buffer.
+// buffer. With -profile it also gets SWITCHYARD_PPROF on a second free
+// port; p.pprof is set only if pprof answers there (a binary built
+// without -tags pprof ignores the variable).
 func startSwitchyard(name, bin, dir, cfg string, stderr *os.File) (*proc, error) {
 	path := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
@@ -224,6 +238,13 @@ func startSwitchyard(name, bin, dir, cfg string, stderr *os.File) (*proc, error)
 	if stderr != nil {
 		cmd.Stderr = stderr
 	}
+	pprofAddr := ""
+	if profileDir != "" {
+		if pprofAddr, err = pprofPort(port); err != nil {
+			return nil, err
+		}
+		cmd.Env = append(os.Environ(), "SWITCHYARD_PPROF="+pprofAddr)
+	}
 	p, err := start(name, cmd)
 	if err != nil {
 		return nil, err
@@ -236,12 +257,96 @@ func startSwitchyard(name, bin, dir, cfg string, stderr *os.File) (*proc, error)
 		}
 		status, _, err := fasthttp.GetTimeout(nil, "http://"+addr+"/healthz", time.Second)
 		if err == nil && status == fasthttp.StatusOK {
+			if pprofAddr != "" && servesPprof(pprofAddr) {
+				p.pprof = pprofAddr
+			}
 			return p, nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	p.stop()
 	return nil, fmt.Errorf("%s: /healthz not 200 within 15s:\n%s", name, p.logs)
+}
+
+// pprofPort returns a free 127.0.0.1 address for SWITCHYARD_PPROF other
+// than the proxy's port.
+func pprofPort(proxyPort int) (string, error) {
+	for range 10 {
+		port, err := freePort()
+		if err != nil {
+			return "", err
+		}
+		if port != proxyPort {
+			return "127.0.0.1:" + strconv.Itoa(port), nil
+		}
+	}
+	return "", errors.New("no free port for SWITCHYARD_PPROF")
+}
+
+// servesPprof reports whether net/http/pprof answers on addr. The
+// listener starts in an init goroutine, before switchyard's /healthz can
+// answer, so a short retry only covers scheduling.
+func servesPprof(addr string) bool {
+	for range 10 {
+		status, _, err := fasthttp.GetTimeout(nil, "http://"+addr+"/debug/pprof/cmdline", time.Second)
+		if err == nil {
+			return status == fasthttp.StatusOK
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
+
+// fetchProfile GETs http://addr/debug/pprof/<query> (a profile name and
+// its parameters, e.g. "profile?seconds=10") and writes the answer, a
+// gzipped profile.proto, to file.
+func fetchProfile(addr, query, file string, timeout time.Duration) error {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + addr + "/debug/pprof/" + query)
+	// A client of its own: fasthttp's default client keeps a 10 s read
+	// timeout per host, too short for a long CPU profile.
+	c := &fasthttp.Client{ReadTimeout: timeout, NoDefaultUserAgentHeader: true}
+	defer c.CloseIdleConnections()
+	if err := c.DoTimeout(req, resp, timeout); err != nil {
+		return fmt.Errorf("GET /debug/pprof/%s: %w", query, err)
+	}
+	if resp.StatusCode() != fasthttp.StatusOK {
+		return fmt.Errorf("GET /debug/pprof/%s: HTTP %d: %.200s", query, resp.StatusCode(), bytes.TrimSpace(resp.Body()))
+	}
+	if err := os.WriteFile(file, resp.Body(), 0o644); err != nil {
+		return fmt.Errorf("writing the %s profile: %w", query, err)
+	}
+	return nil
+}
+
+// profileNote is the line printed for a profile fetchProfile wrote to
+// file, or the error why not.
+func profileNote(file string, err error) string {
+	if err != nil {
+		return "not written: " + err.Error()
+	}
+	return "written to " + file + " (go tool pprof -top " + file + ")"
+}
+
+// slug turns a run's label into a file name part: lower case, every run of
+// other characters than letters and digits one '-', none at the ends.
+func slug(label string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(label) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			if dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			dash = false
+			b.WriteRune(r)
+			continue
+		}
+		dash = true
+	}
+	return b.String()
 }
 
 // startMemcached runs the binary on a free 127.0.0.1 port.

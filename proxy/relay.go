@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -68,7 +69,8 @@ func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, u *upstream.Clien
 	ctx.Response.Header.Set("X-Cache", c.xcache)
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
 	_ = ctx.SetWriteDeadline(time.Now().Add(maxStreamDuration))
-	ctx.Response.ImmediateHeaderFlush = true
+	// No ImmediateHeaderFlush: the first event is already here, and the
+	// headers leave with it in one write.
 	rel := &relay{
 		s: s, c: c, u: u, model: model, resp: r.resp, st: r.resp.Stream,
 		ttft: r.ttft, start: r.start, pending: r.events, deferred: r.deferred,
@@ -81,7 +83,73 @@ func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, u *upstream.Clien
 	return true
 }
 
-// Read implements io.Reader for fasthttp.
+// maxBatch bounds the events packed into one chunk.
+const maxBatch = 32 << 10
+
+// batchPool holds the buffers that pack events which arrived together; a
+// stream holds one only while it writes, not while it waits.
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// SupportsBodyWriteTo makes fasthttp call WriteTo instead of Read (see
+// fasthttp.BodyWriterTo).
+func (r *relay) SupportsBodyWriteTo() bool { return true }
+
+// WriteTo relays the events to w, fasthttp's chunked writer: every Write
+// is one chunk, flushed. An event goes out as soon as it is read, unless
+// more events already wait in the upstream's buffer: those arrived
+// together and leave together, in one write (one syscall, not one per
+// event). An event is written from the upstream's buffer without a copy
+// when it is alone. A non-nil error aborts the response (see relay).
+func (r *relay) WriteTo(w io.Writer) (int64, error) {
+	var written int64
+	var batch *[]byte
+	defer func() {
+		if batch != nil {
+			*batch = (*batch)[:0]
+			batchPool.Put(batch)
+		}
+	}()
+	write := func(b []byte) error {
+		n, err := w.Write(b)
+		written += int64(n)
+		return err
+	}
+	for {
+		if batch != nil && len(*batch) > 0 && (r.abort != nil || r.done || !r.ready() || len(*batch) >= maxBatch) {
+			if err := write(*batch); err != nil {
+				return written, err
+			}
+			*batch = (*batch)[:0]
+		}
+		if r.abort != nil {
+			return written, r.abort
+		}
+		if r.done {
+			return written, nil
+		}
+		out := r.next()
+		switch {
+		case len(out) == 0:
+		case (batch == nil || len(*batch) == 0) && !r.ready():
+			if err := write(out); err != nil {
+				return written, err
+			}
+		default:
+			if batch == nil {
+				batch = batchPool.Get().(*[]byte)
+			}
+			*batch = append(*batch, out...)
+		}
+	}
+}
+
+// ready reports whether next returns without waiting on the upstream.
+func (r *relay) ready() bool {
+	return r.abort == nil && !r.done && (len(r.pending) > 0 || r.st == nil || r.st.Ready())
+}
+
+// Read implements io.Reader (SetBodyStream wants one); fasthttp uses
+// WriteTo.
 func (r *relay) Read(p []byte) (int, error) {
 	for len(r.cur) == 0 {
 		if r.abort != nil {

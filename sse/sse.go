@@ -91,6 +91,22 @@ func (r *Reader) Next() ([]byte, error) {
 	}
 }
 
+// Ready reports whether a whole event is already buffered, so that Next
+// returns it without reading from the underlying reader (and so without
+// blocking). It may report false for an event that Next would return at
+// once (the end of the stream, an event larger than the buffer).
+func (r *Reader) Ready() bool {
+	b, _ := r.br.Peek(r.br.Buffered())
+	// Blank lines before an event belong to it: the event is complete at
+	// the first blank line after a line that is not blank.
+	i := 0
+	for i < len(b) && (b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	b = b[i:]
+	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
+}
+
 func isBlank(line []byte) bool {
 	return len(line) == 1 || (len(line) == 2 && line[0] == '\r')
 }

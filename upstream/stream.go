@@ -65,13 +65,15 @@ func (s *Stream) expire(why error) {
 // (ErrFirstTokenTimeout, ErrIdleTimeout), a cut (sse.ErrTruncated) or a read
 // error.
 func (s *Stream) Next() ([]byte, error) {
-	if s.gotFirst {
-		// The idle clock runs only while waiting on the upstream, not
-		// while the caller writes the previous event to a slow client.
+	// The idle clock runs only while waiting on the upstream, not while
+	// the caller writes the previous event to a slow client; an event
+	// already buffered involves no wait.
+	wait := s.gotFirst && !s.events.Ready()
+	if wait {
 		s.timer.Reset(s.idle)
 	}
 	ev, err := s.events.Next()
-	if s.gotFirst {
+	if wait {
 		s.timer.Stop()
 	}
 	if err != nil {
@@ -95,6 +97,10 @@ func (s *Stream) Next() ([]byte, error) {
 	}
 	return ev, nil
 }
+
+// Ready reports whether the next event is already buffered: Next returns
+// it without waiting on the upstream.
+func (s *Stream) Ready() bool { return s.events.Ready() }
 
 // drain reads what is left of a stream after [DONE] (normally just the
 // chunked terminator) so that its connection can go back to the pool;

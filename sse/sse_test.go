@@ -390,3 +390,51 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// onceReader returns its bytes in one Read, then reports a read it should
+// not have had: Ready must only promise events Next returns from the buffer.
+type onceReader struct {
+	b      []byte
+	extra  bool // read again after the bytes
+	served bool
+}
+
+func (r *onceReader) Read(p []byte) (int, error) {
+	if r.served {
+		r.extra = true
+		return 0, io.EOF
+	}
+	r.served = true
+	return copy(p, r.b), nil
+}
+
+func TestReady(t *testing.T) {
+	for _, tc := range []struct {
+		rest string // what follows the first event in the same read
+		want bool
+	}{
+		{"data: b\n\n", true},
+		{"\n\n\ndata: b\n\n", true},
+		{"data: b\r\n\r\n", true},
+		{": keep-alive\n\n", true},
+		{"data: b\n", false},
+		{"data: b", false},
+		{"\n\n\n", false},
+		{"\r\n\r\n", false},
+		{"", false},
+	} {
+		src := &onceReader{b: []byte("data: a\n\n" + tc.rest)}
+		r := NewReader(src, 0)
+		if ev, err := r.Next(); err != nil || string(ev) != "data: a\n\n" {
+			t.Fatalf("%q: first Next = %q, %v", tc.rest, ev, err)
+		}
+		if got := r.Ready(); got != tc.want {
+			t.Errorf("%q: Ready() = %v, want %v", tc.rest, got, tc.want)
+		}
+		if tc.want {
+			if _, err := r.Next(); err != nil || src.extra {
+				t.Errorf("%q: Ready promised a buffered event, but Next read again (err %v)", tc.rest, err)
+			}
+		}
+	}
+}

@@ -225,7 +225,11 @@ type attemptResult struct {
 	start    time.Time        // when this attempt started
 	deferred bool             // the breakers await StreamDone/StreamFailed (a committed stream)
 	upstream *upstream.Client // set on failed attempts kept for the final answer
+	usage    policy.Usage     // a plain answer's usage
 }
+
+// answerKeys are the top-level members tryOnce reads of a plain answer.
+var answerKeys = []string{"error", "usage"}
 
 func (r *attemptResult) release() {
 	if r.resp != nil && r.resp.Stream != nil {
@@ -357,12 +361,16 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResul
 		return r
 	}
 	if resp.Stream == nil {
-		if !jsonscan.Valid(resp.Body) {
+		// One pass: valid JSON, an "error" member, and where the usage is.
+		var spans [2]jsonscan.Span
+		if _, ok := jsonscan.Members(resp.Body, answerKeys, spans[:]); !ok {
 			r.outcome, r.err = policy.Failure, fmt.Errorf("upstream %s: %w", u.Name, errInvalidJSON)
-		} else if upstream.IsErrorEvent(resp.Body) {
+		} else if spans[0].Found() && upstream.IsErrorEvent(resp.Body) {
 			// A 200 carrying an error object: a failure, as in a stream.
 			r.outcome = policy.Failure
 			r.err = fmt.Errorf("upstream %s: %w: %s", u.Name, errInBandError, truncate(upstream.ErrorMessage(resp.Body), 300))
+		} else if sp := spans[1]; sp.Found() {
+			r.usage = usageOf(resp.Body[sp.Start:sp.End])
 		}
 		r.ttft = resp.Latency
 		return r
@@ -431,7 +439,7 @@ func (s *Server) observe(c *call, u *upstream.Client, model string, r *attemptRe
 		ob.Status = r.resp.Status
 		ob.RateLimit = r.resp.RateLimit
 		if r.outcome == policy.OK && r.resp.Stream == nil && !r.ended {
-			ob.Usage = plainUsage(r.resp.Body)
+			ob.Usage = r.usage
 			if c.st.policyNeedsChars(u.Name) {
 				ob.Chars = promptChars(c.body) + completionChars(r.resp.Body)
 			}
@@ -624,6 +632,9 @@ func (s *Server) logRequest(c *call, status int, streamErr string) {
 	level := slog.LevelInfo
 	if status >= 500 {
 		level = slog.LevelWarn
+	}
+	if !s.log.Enabled(context.Background(), level) {
+		return
 	}
 	attrs := []slog.Attr{
 		slog.String("request_id", c.rid),

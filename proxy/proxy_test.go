@@ -175,3 +175,21 @@ func TestErrorHandlerShapes(t *testing.T) {
 type errTest string
 
 func (e errTest) Error() string { return string(e) }
+
+func TestUsageOf(t *testing.T) {
+	for in, want := range map[string][2]int64{
+		`{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}`:               {12, 5},
+		`{"queue_time":0.01,"prompt_tokens":3,"completion_tokens":500000}`:           {3, 500000},
+		`{"prompt_tokens":-1,"completion_tokens":1.5}`:                               {0, 0},
+		`{"prompt_tokens":"12"}`:                                                     {0, 0},
+		`{"prompt_tokens":1234567890123456789,"completion_tokens":2}`:                {0, 2},
+		`{"nested":{"prompt_tokens":9},"completion_tokens":4,"completion_tokens":7}`: {0, 7},
+		`[1]`: {0, 0},
+		`{`:   {0, 0},
+	} {
+		u := usageOf([]byte(in))
+		if u.PromptTokens != want[0] || u.CompletionTokens != want[1] {
+			t.Errorf("usageOf(%s) = %+v, want %v", in, u, want)
+		}
+	}
+}

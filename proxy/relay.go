@@ -389,26 +389,25 @@ func isUsageOnly(data []byte) bool {
 	return json.Unmarshal(data, &v) == nil && len(v.Choices) == 0 && len(v.Usage) > 0 && string(v.Usage) != "null"
 }
 
-// plainUsage reads the usage of a chat.completion without decoding the
-// rest of it.
-func plainUsage(body []byte) policy.Usage {
-	vs, ve, ok := upstream.TopLevelValue(body, "usage")
-	if !ok || body[vs] != '{' {
+// usageOf reads a usage object's token counts (0 for a count that is
+// absent or not a non-negative integer).
+func usageOf(usage []byte) policy.Usage {
+	var spans [2]jsonscan.Span
+	if object, _ := jsonscan.Members(usage, usageKeys, spans[:]); !object {
 		return policy.Usage{}
 	}
-	usage := body[vs:ve]
-	return policy.Usage{PromptTokens: intField(usage, "prompt_tokens"), CompletionTokens: intField(usage, "completion_tokens")}
+	return policy.Usage{PromptTokens: intValue(usage, spans[0]), CompletionTokens: intValue(usage, spans[1])}
 }
 
-// intField reads a non-negative integer member of a JSON object (0 when
-// absent or not an integer).
-func intField(obj []byte, key string) int64 {
-	vs, ve, ok := upstream.TopLevelValue(obj, key)
-	if !ok || ve-vs > 18 {
+var usageKeys = []string{"prompt_tokens", "completion_tokens"}
+
+// intValue reads a non-negative integer value (0 when it is not one).
+func intValue(b []byte, sp jsonscan.Span) int64 {
+	if !sp.Found() || sp.End-sp.Start > 18 {
 		return 0
 	}
 	var n int64
-	for _, c := range obj[vs:ve] {
+	for _, c := range b[sp.Start:sp.End] {
 		if c < '0' || c > '9' {
 			return 0
 		}

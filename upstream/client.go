@@ -325,16 +325,30 @@ func isEventStream(ct string) bool {
 // keptHeaders returns the response headers relayed to the client:
 // Content-Type, x-ratelimit-*, retry-after, retry-after-ms, and the
 // upstream's x-request-id (relayed as X-Upstream-Request-Id by the proxy).
-// Only kept headers are copied to strings.
+// Only kept headers are copied, all into one string.
 func keptHeaders(h *fasthttp.ResponseHeader) []Header {
-	out := make([]Header, 0, 8)
+	var spanStack [16][3]int // offsets in buf: key start, value start, value end
+	var bufStack [512]byte
+	spans, buf := spanStack[:0], bufStack[:0]
+	add := func(k, v []byte) {
+		ks := len(buf)
+		buf = append(buf, k...)
+		vs := len(buf)
+		buf = append(buf, v...)
+		spans = append(spans, [3]int{ks, vs, len(buf)})
+	}
 	if ct := h.ContentType(); len(ct) > 0 {
-		out = append(out, Header{"Content-Type", string(ct)})
+		add([]byte("Content-Type"), ct)
 	}
 	for k, v := range h.All() {
 		if hasPrefixFold(k, "x-ratelimit-") || equalFold(k, "retry-after") || equalFold(k, "retry-after-ms") || equalFold(k, "x-request-id") {
-			out = append(out, Header{string(k), string(v)})
+			add(k, v)
 		}
+	}
+	all := string(buf)
+	out := make([]Header, len(spans))
+	for i, sp := range spans {
+		out[i] = Header{all[sp[0]:sp[1]], all[sp[1]:sp[2]]}
 	}
 	return out
 }

@@ -69,7 +69,7 @@ func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
 	if custom := ctx.Request.Header.Peek("X-Cache-Key"); len(custom) > 0 {
 		c.key = cachekey.FromText(ns, string(custom))
 	} else {
-		key, err := cachekey.Derive(ns, c.body)
+		key, err := s.keys.Derive(ns, c.body)
 		if err != nil { // encoding/json accepted what the canonicalizer refuses: duplicate keys, invalid UTF-8, lone surrogates, depth
 			s.countCache(c, cacheBypass)
 			return false

@@ -25,6 +25,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
+	"switchyard/cachekey"
 	"switchyard/config"
 	"switchyard/policy"
 	"switchyard/upstream"
@@ -110,6 +111,7 @@ type Server struct {
 	idSeq    atomic.Uint64
 	flights  flights
 	storeSem chan struct{}
+	keys     *cachekey.Memo // request bodies seen recently, by their bytes
 
 	requests  atomic.Int64
 	successes atomic.Int64
@@ -127,6 +129,7 @@ func New(o Options) (*Server, error) {
 		return nil, errors.New("proxy: no policy")
 	}
 	s := &Server{
+		keys:     cachekey.NewMemo(),
 		cache:    o.Cache,
 		backend:  o.CacheBackend,
 		isMiss:   o.IsMiss,

@@ -39,7 +39,9 @@ func NewReader(r io.Reader, maxBytes int) *Reader {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxEventBytes
 	}
-	return &Reader{br: bufio.NewReaderSize(r, 4096), max: maxBytes}
+	// 2 KiB holds several typical chunks (a few hundred bytes each); a
+	// longer line is read in pieces. Every open stream holds one.
+	return &Reader{br: bufio.NewReaderSize(r, 2048), max: maxBytes}
 }
 
 // Next returns the next event's raw bytes, ending with its blank line. The

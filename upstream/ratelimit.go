@@ -14,28 +14,68 @@ import (
 // (x-ratelimit-{limit,remaining,reset}-{requests,tokens}) and retry-after /
 // retry-after-ms. Unparsable values are ignored.
 func ParseRateLimit(h *fasthttp.ResponseHeader, now time.Time) policy.RateLimit {
+	// One pass over the headers (a Peek per name costs a scan each); the
+	// first occurrence of a name counts, as with Peek.
+	var v [8][]byte
+	const (
+		limitReq = iota
+		remainingReq
+		resetReq
+		limitTok
+		remainingTok
+		resetTok
+		retryMs
+		retry
+	)
+	set := func(i int, val []byte) {
+		if v[i] == nil {
+			v[i] = val
+		}
+	}
+	for k, val := range h.All() {
+		switch {
+		case hasPrefixFold(k, "x-ratelimit-"):
+			switch rest := k[len("x-ratelimit-"):]; {
+			case equalFold(rest, "limit-requests"):
+				set(limitReq, val)
+			case equalFold(rest, "remaining-requests"):
+				set(remainingReq, val)
+			case equalFold(rest, "reset-requests"):
+				set(resetReq, val)
+			case equalFold(rest, "limit-tokens"):
+				set(limitTok, val)
+			case equalFold(rest, "remaining-tokens"):
+				set(remainingTok, val)
+			case equalFold(rest, "reset-tokens"):
+				set(resetTok, val)
+			}
+		case equalFold(k, "retry-after-ms"):
+			set(retryMs, val)
+		case equalFold(k, "retry-after"):
+			set(retry, val)
+		}
+	}
 	var rl policy.RateLimit
-	get := func(k string) string { return string(h.Peek(k)) }
-	if v, ok := parseInt(get("x-ratelimit-limit-requests")); ok {
-		rl.LimitRequests, rl.Known = v, true
+	if n, ok := parseInt(string(v[limitReq])); ok {
+		rl.LimitRequests, rl.Known = n, true
 	}
-	if v, ok := parseInt(get("x-ratelimit-remaining-requests")); ok {
-		rl.RemainingRequests, rl.Known = v, true
+	if n, ok := parseInt(string(v[remainingReq])); ok {
+		rl.RemainingRequests, rl.Known = n, true
 	}
-	if v, ok := ParseReset(get("x-ratelimit-reset-requests")); ok {
-		rl.ResetRequests, rl.Known = v, true
+	if d, ok := ParseReset(string(v[resetReq])); ok {
+		rl.ResetRequests, rl.Known = d, true
 	}
-	if v, ok := parseInt(get("x-ratelimit-limit-tokens")); ok {
-		rl.LimitTokens, rl.Known = v, true
+	if n, ok := parseInt(string(v[limitTok])); ok {
+		rl.LimitTokens, rl.Known = n, true
 	}
-	if v, ok := parseInt(get("x-ratelimit-remaining-tokens")); ok {
-		rl.RemainingTokens, rl.Known = v, true
+	if n, ok := parseInt(string(v[remainingTok])); ok {
+		rl.RemainingTokens, rl.Known = n, true
 	}
-	if v, ok := ParseReset(get("x-ratelimit-reset-tokens")); ok {
-		rl.ResetTokens, rl.Known = v, true
+	if d, ok := ParseReset(string(v[resetTok])); ok {
+		rl.ResetTokens, rl.Known = d, true
 	}
-	if v, ok := ParseRetryAfter(get("retry-after-ms"), get("retry-after"), now); ok {
-		rl.RetryAfter, rl.Known = v, true
+	if d, ok := ParseRetryAfter(string(v[retryMs]), string(v[retry]), now); ok {
+		rl.RetryAfter, rl.Known = d, true
 	}
 	return rl
 }

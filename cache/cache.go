@@ -1,7 +1,7 @@
 // Package cache stores complete chat-completion answers so that a repeated
 // request is answered without calling an upstream.
 //
-// Two stores are provided:
+// Three stores are provided:
 //
 //   - [Embedded], an in-process LRU bounded by bytes (the default). Each
 //     sidecar replica has its own.
@@ -9,6 +9,10 @@
 //     replica. Every operation goes through a circuit breaker, so a dead
 //     memcached costs one short timeout per operation until the breaker
 //     opens, and then nothing until memcached is back.
+//   - [Tiered], a small Embedded (the near cache) in front of Memcached, so
+//     that repeated hits skip the network round trip. An answer may be
+//     served from the near cache for up to its near TTL after memcached
+//     dropped or replaced it.
 //
 // Both stores hold opaque byte values. The proxy stores one [Entry] per
 // cache key, encoded with [EncodeEntry]. [StreamToCompletion] and
@@ -16,16 +20,26 @@
 // chat.completion.chunk objects) and plain (chat.completion JSON) forms, so
 // one entry answers both kinds of request.
 //
-// Both stores also implement a shared counter (Incr and Value) used for
-// quota accounting. Counters in [Embedded] live apart from the LRU and are
-// never evicted.
+// Embedded and Memcached also implement a shared counter (Incr and Value)
+// used for quota accounting. Counters in [Embedded] live apart from the LRU
+// and are never evicted. Tiered has no counters: quotas stay on memcached,
+// shared by every replica.
 //
 // Metrics (all package-level, summed over instances):
 //
-//	switchyard_cache_bytes                  bytes held by Embedded LRUs (keys, values, overhead)
-//	switchyard_cache_items                  entries held by Embedded LRUs
-//	switchyard_cache_evictions_total        Embedded entries evicted to make room
-//	switchyard_cache_oversize_total         values refused as too large, any backend
+//	switchyard_cache_bytes                  bytes held by Embedded LRUs (keys, values, overhead);
+//	                                        not the near caches of Tiered, which report below
+//	switchyard_cache_items                  entries held by Embedded LRUs, likewise
+//	switchyard_cache_evictions_total        Embedded entries evicted to make room, likewise
+//	switchyard_cache_oversize_total         values refused as too large by Embedded or
+//	                                        Memcached (for Tiered: by memcached)
+//	switchyard_cache_near_hits_total        Tiered lookups answered by the near cache
+//	switchyard_cache_near_misses_total      Tiered lookups passed on to memcached
+//	switchyard_cache_near_bytes             bytes held by Tiered near caches
+//	switchyard_cache_near_items             entries held by Tiered near caches
+//	switchyard_cache_near_evictions_total   near-cache entries evicted to make room
+//	switchyard_cache_near_oversize_total    values too large for the near cache (its
+//	                                        near_max_bytes/16 shard share): kept in memcached only
 //	switchyard_cache_errors_total{backend="memcached",op="get|set|incr"}
 //	                                        failed memcached operations, including those
 //	                                        refused by the open breaker; misses are not errors
@@ -63,6 +77,22 @@ var (
 	evictionsTotal = metrics.NewCounter(`switchyard_cache_evictions_total`)
 	oversizeTotal  = metrics.NewCounter(`switchyard_cache_oversize_total`)
 
+	nearBytes atomic.Int64
+	nearItems atomic.Int64
+
+	_ = metrics.NewGauge(`switchyard_cache_near_bytes`, func() float64 { return float64(nearBytes.Load()) })
+	_ = metrics.NewGauge(`switchyard_cache_near_items`, func() float64 { return float64(nearItems.Load()) })
+
+	nearHitsTotal      = metrics.NewCounter(`switchyard_cache_near_hits_total`)
+	nearMissesTotal    = metrics.NewCounter(`switchyard_cache_near_misses_total`)
+	nearEvictionsTotal = metrics.NewCounter(`switchyard_cache_near_evictions_total`)
+	nearOversizeTotal  = metrics.NewCounter(`switchyard_cache_near_oversize_total`)
+
+	// embeddedSeries is where an Embedded made by NewEmbedded reports;
+	// nearSeries, where the near cache of a Tiered does.
+	embeddedSeries = lruSeries{bytes: &embeddedBytes, items: &embeddedItems, evictions: evictionsTotal, oversize: oversizeTotal}
+	nearSeries     = lruSeries{bytes: &nearBytes, items: &nearItems, evictions: nearEvictionsTotal, oversize: nearOversizeTotal}
+
 	memcachedGetErrors  = metrics.NewCounter(`switchyard_cache_errors_total{backend="memcached",op="get"}`)
 	memcachedSetErrors  = metrics.NewCounter(`switchyard_cache_errors_total{backend="memcached",op="set"}`)
 	memcachedIncrErrors = metrics.NewCounter(`switchyard_cache_errors_total{backend="memcached",op="incr"}`)
@@ -79,6 +109,13 @@ var (
 		return breakerStateValue(m.breaker.State())
 	})
 )
+
+// lruSeries are the metrics one kind of Embedded reports to: the size
+// gauges' sums and the eviction and oversize counters.
+type lruSeries struct {
+	bytes, items        *atomic.Int64
+	evictions, oversize *metrics.Counter
+}
 
 // breakerStateValue maps failsafe-go's states (closed, open, half-open =
 // 0, 1, 2) onto the exported gauge's scale, ordered by severity:

@@ -33,6 +33,8 @@ const (
 type Embedded struct {
 	// now is the clock; tests replace it before first use.
 	now func() time.Time
+	// series receives the size, eviction and oversize metrics.
+	series *lruSeries
 
 	seed     maphash.Seed
 	shards   []shard
@@ -72,13 +74,17 @@ type counter struct {
 // gets maxBytes/16, which is also the largest entry it accepts; with
 // maxBytes below 16*(96+1) nothing can be stored and every Set returns
 // ErrTooLarge.
+//
+// It reports to the switchyard_cache_bytes, _items, _evictions_total and
+// _oversize_total metrics.
 func NewEmbedded(maxBytes int64) *Embedded {
-	return newEmbedded(maxBytes, embeddedShards)
+	return newEmbedded(maxBytes, embeddedShards, &embeddedSeries)
 }
 
-func newEmbedded(maxBytes int64, nshards int) *Embedded {
+func newEmbedded(maxBytes int64, nshards int, series *lruSeries) *Embedded {
 	e := &Embedded{
 		now:      time.Now,
+		series:   series,
 		seed:     maphash.MakeSeed(),
 		shards:   make([]shard, nshards),
 		shardMax: max(maxBytes, 0) / int64(nshards),
@@ -134,7 +140,7 @@ func (e *Embedded) Set(key string, value []byte, ttl time.Duration) error {
 	size := int64(len(key)) + int64(len(value)) + entryOverhead
 	s := e.shard(key)
 	if size > e.shardMax {
-		oversizeTotal.Inc()
+		e.series.oversize.Inc()
 		s.mu.Lock()
 		if old, ok := s.m[key]; ok {
 			e.remove(s, old)
@@ -161,15 +167,15 @@ func (e *Embedded) Set(key string, value []byte, ttl time.Duration) error {
 	}
 	for s.bytes+size > e.shardMax {
 		e.remove(s, s.head.prev)
-		evictionsTotal.Inc()
+		e.series.evictions.Inc()
 	}
 	s.m[ent.key] = ent
 	pushFront(s, ent)
 	s.bytes += size
 	e.bytes.Add(size)
 	e.items.Add(1)
-	embeddedBytes.Add(size)
-	embeddedItems.Add(1)
+	e.series.bytes.Add(size)
+	e.series.items.Add(1)
 	return nil
 }
 
@@ -188,8 +194,8 @@ func (e *Embedded) remove(s *shard, ent *lruEntry) {
 	s.bytes -= ent.size
 	e.bytes.Add(-ent.size)
 	e.items.Add(-1)
-	embeddedBytes.Add(-ent.size)
-	embeddedItems.Add(-1)
+	e.series.bytes.Add(-ent.size)
+	e.series.items.Add(-1)
 }
 
 func unlink(ent *lruEntry) {

@@ -156,7 +156,7 @@ func TestEmbeddedSetCopiesValue(t *testing.T) {
 func TestEmbeddedLRUEviction(t *testing.T) {
 	// One shard with room for exactly three 10-byte entries.
 	one := size("k1", "vvvvvvvv")
-	e := newEmbedded(3*one, 1)
+	e := newEmbedded(3*one, 1, &embeddedSeries)
 	evicted := evictionsTotal.Get()
 	set := func(k string) {
 		t.Helper()
@@ -218,7 +218,7 @@ func TestEmbeddedLRUEviction(t *testing.T) {
 
 func TestEmbeddedBytesAccounting(t *testing.T) {
 	clock := newFakeClock()
-	e := newEmbedded(1000, 1)
+	e := newEmbedded(1000, 1, &embeddedSeries)
 	e.now = clock.Now
 	globalBytes, globalItems := embeddedBytes.Load(), embeddedItems.Load()
 	steps := []struct {
@@ -342,7 +342,7 @@ func TestEmbeddedConcurrent(t *testing.T) {
 
 func TestEmbeddedCounters(t *testing.T) {
 	clock := newFakeClock()
-	e := newEmbedded(4*size("x", "y"), 1)
+	e := newEmbedded(4*size("x", "y"), 1, &embeddedSeries)
 	e.now = clock.Now
 
 	if v, err := e.Value("c"); v != 0 || err != nil {

@@ -104,6 +104,19 @@ type Cache struct {
 	// MaxItemBytes is memcached's item size limit (its -I flag). Larger
 	// answers are compressed, and skipped if still too large. Default 1048576.
 	MaxItemBytes int `yaml:"max_item_bytes"`
+	// NearMaxBytes bounds the near cache: a small in-process LRU in front of
+	// memcached that answers repeated hits without a network round trip. It
+	// only matters when Memcached is set. Default 16777216 (16 MiB); 0
+	// turns the near cache off (every hit is a memcached round trip);
+	// otherwise at least 1048576. An answer larger than NearMaxBytes/16 is
+	// only kept in memcached.
+	NearMaxBytes int64 `yaml:"near_max_bytes"`
+	// NearTTL is how long the near cache keeps an answer, and so how long
+	// after memcached dropped it (expiry, eviction, flush) or another
+	// replica replaced it this replica may still serve it. It only matters
+	// when Memcached is set and NearMaxBytes is not 0. Default 10s; must be
+	// positive.
+	NearTTL time.Duration `yaml:"near_ttl"`
 }
 
 // Breaker configures the per-deployment circuit breakers.
@@ -217,6 +230,8 @@ func Default() Config {
 			MaxBytes:     256 << 20,
 			Timeout:      100 * time.Millisecond,
 			MaxItemBytes: 1 << 20,
+			NearMaxBytes: 16 << 20,
+			NearTTL:      10 * time.Second,
 		},
 		Breaker:   Breaker{FailureThreshold: 5, Delay: 60 * time.Second, SuccessThreshold: 1},
 		Routing:   Routing{Weights: Weights{Health: 0.4, Quota: 0.3, Latency: 0.3}},
@@ -564,6 +579,12 @@ func (c *Config) Validate() error {
 	if c.Cache.MaxItemBytes < 1024 {
 		bad("cache.max_item_bytes", "must be at least 1024")
 	}
+	if c.Cache.NearMaxBytes != 0 && c.Cache.NearMaxBytes < 1<<20 {
+		bad("cache.near_max_bytes", "must be 0 (no near cache) or at least 1048576")
+	}
+	if c.Cache.NearMaxBytes != 0 && c.Cache.NearTTL <= 0 {
+		bad("cache.near_ttl", "must be positive (or set cache.near_max_bytes: 0 to turn the near cache off)")
+	}
 	if c.Breaker.FailureThreshold < 1 {
 		bad("breaker.failure_threshold", "must be at least 1")
 	}
@@ -683,6 +704,9 @@ func (c *Config) Summary() string {
 	backend := "embedded"
 	if len(c.Cache.Memcached) > 0 {
 		backend = fmt.Sprintf("memcached(%d servers)", len(c.Cache.Memcached))
+		if c.Cache.NearMaxBytes > 0 {
+			backend += fmt.Sprintf("+near(%d bytes, %s)", c.Cache.NearMaxBytes, c.Cache.NearTTL)
+		}
 	}
 	return fmt.Sprintf("config ok: listen %s, %d upstreams (%d with keys), cache %s ttl %s",
 		c.Listen, len(c.Upstreams), configured, backend, c.Cache.TTL)

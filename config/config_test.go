@@ -38,6 +38,8 @@ cache:
   max_bytes: 2097152
   timeout: 50ms
   max_item_bytes: 2048
+  near_max_bytes: 4194304
+  near_ttl: 2s
 breaker: {failure_threshold: 3, delay: 30s, success_threshold: 2}
 routing:
   weights: {health: 0.5, quota: 0.25, latency: 0.25}
@@ -92,6 +94,8 @@ func TestParseGood(t *testing.T) {
 			MaxBytes:     2 << 20,
 			Timeout:      50 * time.Millisecond,
 			MaxItemBytes: 2048,
+			NearMaxBytes: 4 << 20,
+			NearTTL:      2 * time.Second,
 		},
 		Breaker:   Breaker{FailureThreshold: 3, Delay: 30 * time.Second, SuccessThreshold: 2},
 		Routing:   Routing{Weights: Weights{Health: 0.5, Quota: 0.25, Latency: 0.25}},
@@ -196,6 +200,13 @@ func TestParseFailureClosure(t *testing.T) {
 		{"cache max_bytes", "cache: {max_bytes: 1000}\n" + withUpstream(""), []string{"cache.max_bytes: must be at least 1048576"}},
 		{"cache timeout zero", "cache: {timeout: 0s}\n" + withUpstream(""), []string{"cache.timeout: must be positive"}},
 		{"cache max_item_bytes", "cache: {max_item_bytes: 100}\n" + withUpstream(""), []string{"cache.max_item_bytes: must be at least 1024"}},
+		{"near_max_bytes below the minimum", "cache: {memcached: ['m:11211'], near_max_bytes: 1048575}\n" + withUpstream(""), []string{"cache.near_max_bytes: must be 0 (no near cache) or at least 1048576"}},
+		{"near_max_bytes negative", "cache: {memcached: ['m:11211'], near_max_bytes: -1}\n" + withUpstream(""), []string{"cache.near_max_bytes: must be 0"}},
+		{"near_max_bytes without memcached", "cache: {near_max_bytes: 1000}\n" + withUpstream(""), []string{"cache.near_max_bytes: must be 0"}},
+		{"near_max_bytes with units", "cache: {near_max_bytes: 16MiB}\n" + withUpstream(""), []string{"cache.near_max_bytes: must be an integer"}},
+		{"near_ttl zero", "cache: {memcached: ['m:11211'], near_ttl: 0s}\n" + withUpstream(""), []string{"cache.near_ttl: must be positive"}},
+		{"near_ttl negative", "cache: {memcached: ['m:11211'], near_ttl: -1s}\n" + withUpstream(""), []string{"cache.near_ttl: must be positive"}},
+		{"near_ttl not a duration", "cache: {near_ttl: 10}\n" + withUpstream(""), []string{"cache.near_ttl: must be a duration"}},
 		{"breaker failure_threshold", "breaker: {failure_threshold: 0}\n" + withUpstream(""), []string{"breaker.failure_threshold: must be at least 1"}},
 		{"breaker success_threshold", "breaker: {success_threshold: 0}\n" + withUpstream(""), []string{"breaker.success_threshold: must be at least 1"}},
 		{"breaker delay", "breaker: {delay: 0s}\n" + withUpstream(""), []string{"breaker.delay: must be positive"}},
@@ -609,6 +620,35 @@ upstreams:
 	}
 }
 
+// TestParseNearCache covers the accepted near-cache settings: the
+// defaults, the minimum size, and 0, which turns the near cache off and
+// makes near_ttl irrelevant.
+func TestParseNearCache(t *testing.T) {
+	cases := []struct {
+		name     string
+		cache    string
+		maxBytes int64
+		ttl      time.Duration
+	}{
+		{"defaults", "cache: {memcached: ['m:11211']}\n", 16 << 20, 10 * time.Second},
+		{"minimum size", "cache: {memcached: ['m:11211'], near_max_bytes: 1048576, near_ttl: 500ms}\n", 1 << 20, 500 * time.Millisecond},
+		{"off", "cache: {memcached: ['m:11211'], near_max_bytes: 0}\n", 0, 10 * time.Second},
+		{"off, near_ttl then unused", "cache: {memcached: ['m:11211'], near_max_bytes: 0, near_ttl: 0s}\n", 0, 0},
+		{"embedded cache keeps the defaults", "cache: {max_bytes: 1048576}\n", 16 << 20, 10 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parse(strings.NewReader(tc.cache+withUpstream("")), noEnv)
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			if cfg.Cache.NearMaxBytes != tc.maxBytes || cfg.Cache.NearTTL != tc.ttl {
+				t.Errorf("near_max_bytes, near_ttl = %d, %v; want %d, %v", cfg.Cache.NearMaxBytes, cfg.Cache.NearTTL, tc.maxBytes, tc.ttl)
+			}
+		})
+	}
+}
+
 func TestDefaultIsValidWithAnUpstream(t *testing.T) {
 	c := Default()
 	c.Upstreams = []Upstream{{Name: "a", Provider: ProviderGroq}}
@@ -721,12 +761,26 @@ func TestLoad(t *testing.T) {
 }
 
 func TestSummary(t *testing.T) {
-	c := Default()
-	c.Upstreams = []Upstream{{Name: "a", APIKey: "secret"}, {Name: "b"}}
-	c.Cache.Memcached = []string{"a:1", "b:2"}
-	got := c.Summary()
-	want := "config ok: listen 127.0.0.1:8080, 2 upstreams (1 with keys), cache memcached(2 servers) ttl 720h0m0s"
-	if got != want {
-		t.Errorf("Summary() = %q, want %q", got, want)
+	cases := []struct {
+		name  string
+		edit  func(c *Config)
+		cache string
+	}{
+		{"embedded", func(c *Config) {}, "embedded"},
+		{"memcached with the near cache", func(c *Config) { c.Cache.Memcached = []string{"a:1", "b:2"} },
+			"memcached(2 servers)+near(16777216 bytes, 10s)"},
+		{"memcached without the near cache", func(c *Config) { c.Cache.Memcached, c.Cache.NearMaxBytes = []string{"a:1", "b:2"}, 0 },
+			"memcached(2 servers)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			c.Upstreams = []Upstream{{Name: "a", APIKey: "secret"}, {Name: "b"}}
+			tc.edit(&c)
+			want := "config ok: listen 127.0.0.1:8080, 2 upstreams (1 with keys), cache " + tc.cache + " ttl 720h0m0s"
+			if got := c.Summary(); got != want {
+				t.Errorf("Summary() = %q, want %q", got, want)
+			}
+		})
 	}
 }

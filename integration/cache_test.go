@@ -240,7 +240,9 @@ func TestCoalescing(t *testing.T) {
 func TestMemcachedStoppedMidRun(t *testing.T) {
 	m := startMemcached(t)
 	up := newFake(t, okJSON("x"))
-	p := startProxy(t, testConfig(memcachedYAML(m.Addr()), upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	// Without the near cache, so that a hit below proves memcached stores
+	// again (the near cache would keep answering while memcached is down).
+	p := startProxy(t, testConfig(memcachedRoundTripYAML(m.Addr()), upstreamYAML("one", up.BaseURL(), "k", 1, "")))
 	body := func(i int) string {
 		return fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":"q%d"}]}`, i)
 	}

@@ -6,14 +6,17 @@
 //   - a bare fasthttp pass-through reverse proxy (fasthttp.HostClient
 //     forwarding request and body): the floor any proxy pays;
 //   - switchyard with the embedded cache (log_level warn, so per-request
-//     log lines do not dominate; one extra run at info measures them), and
-//     a second one with memcached (its own memcached on a free port) when
-//     the memcached binary exists;
+//     log lines do not dominate; one extra run at info measures them), and,
+//     when the memcached binary exists, two more sharing one memcached on a
+//     free port: one with the default configuration (the near cache in
+//     front of memcached) and one with cache.near_max_bytes: 0 (every hit
+//     a memcached round trip);
 //
 // and drives each with the same closed-loop load from an in-process
 // fasthttp load generator. Scenarios: (a) cache bypassed (Cache-Control:
 // no-store) against the direct upstream and the bare pass-through; (b)
-// cache hits, embedded; (c) cache hits, memcached; (d) streaming: time to
+// cache hits, embedded; (c) cache hits, memcached, with and without the
+// near cache; (d) streaming: time to
 // first event below saturation (d1) and events/s at saturation (d2); (e)
 // -streams concurrent open streams from a slow upstream (RSS, Go heap and
 // stacks, goroutines, errors). Every run prints requests/s, latency
@@ -369,7 +372,7 @@ func bench(args []string, w io.Writer) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	sy, err := startSwitchyard("switchyard", bin, tmp, switchyardConfig(fake.addr, "", "warn"), nil)
+	sy, err := startSwitchyard("switchyard", bin, tmp, switchyardConfig(fake.addr, "", "warn", false), nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -398,18 +401,26 @@ func bench(args []string, w io.Writer) int {
 		fmt.Fprintln(w)
 	}
 
-	var mc, syMC *proc
+	// syMC runs the default configuration (near cache on), syMCRT the
+	// same with cache.near_max_bytes: 0 (every hit a memcached round trip).
+	var mc, syMC, syMCRT *proc
 	if want('c') && o.memcached != "" {
 		if path, err := exec.LookPath(o.memcached); err != nil {
 			fmt.Fprintf(w, "memcached binary %q not found: scenario (c) skipped\n", o.memcached)
 		} else if mc, err = startMemcached(path); err != nil {
 			fmt.Fprintln(w, "memcached:", err, "- scenario (c) skipped")
 			mc = nil
-		} else if syMC, err = startSwitchyard("switchyard-memcached", bin, tmp, switchyardConfig(fake.addr, mc.addr, "warn"), nil); err != nil {
+		} else if syMC, err = startSwitchyard("switchyard-memcached", bin, tmp, switchyardConfig(fake.addr, mc.addr, "warn", false), nil); err != nil {
 			fmt.Fprintln(w, "switchyard with memcached:", err, "- scenario (c) skipped")
 			syMC = nil
 		} else {
-			fmt.Fprintf(w, "memcached %s (pid %d), switchyard-memcached %s (pid %d)\n", mc.addr, mc.pid(), syMC.addr, syMC.pid())
+			fmt.Fprintf(w, "memcached %s (pid %d), switchyard-memcached %s (pid %d, near cache on)", mc.addr, mc.pid(), syMC.addr, syMC.pid())
+			if syMCRT, err = startSwitchyard("switchyard-memcached-no-near", bin, tmp, switchyardConfig(fake.addr, mc.addr, "warn", true), nil); err != nil {
+				fmt.Fprintf(w, "\nswitchyard with memcached, near cache off: %v - that run of (c) skipped\n", err)
+				syMCRT = nil
+			} else {
+				fmt.Fprintf(w, ", switchyard-memcached-no-near %s (pid %d, near_max_bytes: 0)\n", syMCRT.addr, syMCRT.pid())
+			}
 		}
 	}
 
@@ -419,6 +430,7 @@ func bench(args []string, w io.Writer) int {
 	}
 	var (
 		rDirect, rPass, rBypass, rHit, rHitMC *measured
+		rHitMCRT                              *measured
 		rBypassInfo                           *measured
 		rSDirectPaced, rSPaced                *measured
 		rSDirect, rSProxied                   *measured
@@ -440,7 +452,7 @@ func bench(args []string, w io.Writer) int {
 		if o.logInfo {
 			if devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err != nil {
 				fmt.Fprintln(w, "(a) log_level info run skipped:", err)
-			} else if syInfo, err := startSwitchyard("switchyard-info", bin, tmp, switchyardConfig(fake.addr, "", "info"), devnull); err != nil {
+			} else if syInfo, err := startSwitchyard("switchyard-info", bin, tmp, switchyardConfig(fake.addr, "", "info", false), devnull); err != nil {
 				devnull.Close()
 				fmt.Fprintln(w, "(a) log_level info run skipped:", err)
 			} else {
@@ -467,8 +479,17 @@ func bench(args []string, w io.Writer) int {
 		if err := warmCache(syMC.addr, plain); err != nil {
 			fmt.Fprintln(w, "(c) warming the cache:", err)
 		}
-		rHitMC = measure("switchyard, cache hit (memcached)", j, o.warmup, syMC, fake, mc)
-		printRuns(w, "(c) cache hits, memcached on loopback (vs the direct fake upstream)", []*measured{rDirect, rHitMC})
+		rHitMC = measure("switchyard, cache hit (memcached + near cache)", j, o.warmup, syMC, fake, mc)
+		runs := []*measured{rDirect, rHitMC}
+		if syMCRT != nil {
+			j.addr = syMCRT.addr
+			if err := warmCache(syMCRT.addr, plain); err != nil {
+				fmt.Fprintln(w, "(c) warming the cache, near cache off:", err)
+			}
+			rHitMCRT = measure("switchyard, cache hit (memcached round trip, near cache off)", j, o.warmup, syMCRT, fake, mc)
+			runs = append(runs, rHitMCRT)
+		}
+		printRuns(w, "(c) cache hits, memcached on loopback, default config (near cache) and near_max_bytes: 0 (vs the direct fake upstream)", runs)
 	}
 	if want('d') {
 		half := max(o.duration/2, 2*time.Second)
@@ -492,6 +513,9 @@ func bench(args []string, w io.Writer) int {
 	if syMC != nil {
 		syMC.stop()
 	}
+	if syMCRT != nil {
+		syMCRT.stop()
+	}
 	if mc != nil {
 		mc.stop()
 	}
@@ -505,7 +529,7 @@ func bench(args []string, w io.Writer) int {
 			holdDirect = holdStreams(fake.addr, body, noStore, o.streams, o.ramp, o.hold, fake.pid(), "", nil)
 			printHold(w, "direct to the fake upstream (fake's RSS)", holdDirect)
 		}
-		sy2, err := startSwitchyard("switchyard-streams", bin, tmp, switchyardConfig(fake.addr, "", "warn"), nil)
+		sy2, err := startSwitchyard("switchyard-streams", bin, tmp, switchyardConfig(fake.addr, "", "warn", false), nil)
 		if err != nil {
 			fmt.Fprintln(w, "(e):", err)
 		} else {
@@ -562,6 +586,11 @@ func bench(args []string, w io.Writer) int {
 	} else if want('c') {
 		rows = append(rows, ratio{"cache-hit throughput / direct upstream, memcached", "not run", "≥ 0.60", "n/a"})
 	}
+	if rHitMCRT != nil && rDirect != nil {
+		r := rHitMCRT.res.rps() / rDirect.res.rps()
+		rows = append(rows, ratio{"cache-hit throughput / direct upstream, memcached round trip (near cache off)",
+			fmt.Sprintf("%.2f (%.1f µs CPU/hit)", r, rHitMCRT.cpuPerReq()), "(info)", "n/a" + noiseTag(rHitMCRT, rDirect)})
+	}
 	if rSPaced != nil && rSDirectPaced != nil {
 		a99 := pct(rSPaced.res.ttfe, .99) - pct(rSDirectPaced.res.ttfe, .99)
 		a50 := pct(rSPaced.res.ttfe, .5) - pct(rSDirectPaced.res.ttfe, .5)
@@ -612,7 +641,7 @@ func heapAtPeak(p *proc) (func(), *string) {
 		return nil, &note
 	}
 	file := filepath.Join(profileDir, "heap-streams.pprof")
-	return func() { note = profileNote(file, fetchProfile(p.pprof, "heap", file, 15*time.Second)) }, &note
+	return func() { note = profileNote(file, fetchProfile(p.pprof, "heap?gc=1", file, 15*time.Second)) }, &note
 }
 
 func printHold(w io.Writer, label string, h *holdResult) {

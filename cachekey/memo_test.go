@@ -15,7 +15,7 @@ func TestMemoMatchesDerive(t *testing.T) {
 		`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}`,
 		`{"model":"m","messages":[],"temperature":0.5}`,
 		`{"model":"m","model":"n","messages":[]}`, // refused: duplicate key
-		`{"model":"m"`,                             // refused: invalid
+		`{"model":"m"`, // refused: invalid
 		`{"model":"big","messages":[{"role":"user","content":"` + strings.Repeat("x", MemoMaxBody) + `"}]}`,
 	}
 	for round := range 3 { // the later rounds answer from memory

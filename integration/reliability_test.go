@@ -107,7 +107,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 func TestHeaderFloodAndSlowClient(t *testing.T) {
 	up := newFake(t, okJSON("x"))
 	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
-	// Headers over the 16 KiB read buffer: 431 in OpenAI's shape.
+	// Headers over the 8 KiB read buffer: 431 in OpenAI's shape.
 	req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(simpleBody))
 	req.Header.Set("Content-Type", "application/json")
 	for i := 0; i < 200; i++ {

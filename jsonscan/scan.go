@@ -15,6 +15,7 @@ package jsonscan
 import (
 	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 )
 
 // MaxDepth is the deepest nesting of arrays and objects accepted; it is
@@ -218,31 +219,40 @@ const (
 	highs = 0x8080808080808080
 )
 
-// plain8 reports whether none of the 8 bytes in x ends or escapes a string
-// or is a control character: no '"', no '\\', none below 0x20. (The
-// has-zero-byte and has-byte-less-than tricks: a byte's high bit survives
-// only when that byte underflows; existence is exact.)
-func plain8(x uint64) bool {
+// specials returns a mask with the high bit set in the first (lowest) of
+// the 8 bytes in x that ends or escapes a string or is a control character
+// ('"', '\\', below 0x20); zero when there is none. (The has-zero-byte and
+// has-byte-less-than tricks: a byte's high bit survives only when that byte
+// underflows; the lowest flagged byte is exact, higher ones may be spurious.)
+func specials(x uint64) uint64 {
 	quote := x ^ (ones * '"')
 	bslash := x ^ (ones * '\\')
-	special := ((quote - ones) &^ quote) | ((bslash - ones) &^ bslash) | ((x - ones*0x20) &^ x)
-	return special&highs == 0
+	return (((quote - ones) &^ quote) | ((bslash - ones) &^ bslash) | ((x - ones*0x20) &^ x)) & highs
 }
 
 // str returns the index after the string starting at b[i] == '"'.
 func str(b []byte, i int) (int, bool) {
 	i++
 	for {
-		for i+8 <= len(b) && plain8(binary.LittleEndian.Uint64(b[i:])) {
+		// Skip ordinary bytes eight at a time, then straight to the first
+		// special one; the last few bytes one at a time.
+		for i+8 <= len(b) {
+			if m := specials(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
 			i += 8
+		}
+		for i < len(b) && b[i] >= 0x20 && b[i] != '"' && b[i] != '\\' {
+			i++
 		}
 		if i >= len(b) {
 			return i, false
 		}
-		switch c := b[i]; {
-		case c == '"':
+		switch b[i] {
+		case '"':
 			return i + 1, true
-		case c == '\\':
+		case '\\':
 			if i+1 >= len(b) {
 				return i, false
 			}
@@ -257,10 +267,8 @@ func str(b []byte, i int) (int, bool) {
 			default:
 				return i, false
 			}
-		case c < 0x20:
+		default: // a control character
 			return i, false
-		default:
-			i++
 		}
 	}
 }

@@ -36,6 +36,36 @@ func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, 
 	}
 	d.markPicked()
 
+	if u.retry != nil {
+		return p.doWithRetry(u, d, name, model, call)
+	}
+	// The common case, without a retry policy: the two breakers used
+	// directly, as their executor would (permit, call, record inner then
+	// outer), without building an execution (or a closure) per call.
+	if !st.keyCB.TryAcquirePermit() {
+		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, circuitbreaker.ErrOpen)
+	}
+	if !d.cb.TryAcquirePermit() {
+		st.keyCB.RecordSuccess() // release the permit; the executor records an inner refusal the same way
+		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, circuitbreaker.ErrOpen)
+	}
+	a, err := call()
+	if err != nil && a.Outcome == OK {
+		a.Outcome = Failure
+	}
+	if a.Pending && a.Outcome == OK && err == nil {
+		a.Deferred = true // recorded by StreamDone or StreamFailed
+		return a, nil
+	}
+	d.cb.RecordResult(a)
+	st.keyCB.RecordResult(a)
+	return a, err
+}
+
+// doWithRetry is Do for an upstream with a retry policy: a failsafe-go
+// execution of the retry policy and both breakers.
+func (p *Policy) doWithRetry(u *upstream, d *deployment, name, model string, call func() (Attempt, error)) (Attempt, error) {
+	st := u.st
 	var (
 		last    Attempt
 		lastErr error
@@ -51,26 +81,6 @@ func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, 
 		}
 		ran++
 		last, lastErr = a, err
-		return a, err
-	}
-	if u.retry == nil {
-		// The common case, without a retry policy: the two breakers used
-		// directly, as their executor would (permit, call, record inner
-		// then outer), without building an execution per call.
-		if !st.keyCB.TryAcquirePermit() {
-			return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, circuitbreaker.ErrOpen)
-		}
-		if !d.cb.TryAcquirePermit() {
-			st.keyCB.RecordSuccess() // release the permit; the executor records an inner refusal the same way
-			return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, circuitbreaker.ErrOpen)
-		}
-		a, err := wrapped()
-		if a.Pending && a.Outcome == OK && err == nil {
-			a.Deferred = true // recorded by StreamDone or StreamFailed
-			return a, nil
-		}
-		d.cb.RecordResult(a)
-		st.keyCB.RecordResult(a)
 		return a, err
 	}
 	_, err := failsafe.With[Attempt](u.retry, st.keyCB, d.cb).Get(wrapped)

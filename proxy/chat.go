@@ -74,8 +74,12 @@ func parseChatRequest(body []byte) (chatRequest, error) {
 	}
 	if raw := body[model.Start+1 : model.End-1]; bytes.IndexByte(raw, '\\') < 0 {
 		req.model, req.modelPlain = string(raw), true
-	} else if json.Unmarshal(body[model.Start:model.End], &req.model) != nil || req.model == "" {
-		return req, &errBadRequest{"invalid model string", "model", codeInvalidJSON}
+	} else {
+		var name string // escaped: decode it (rare; its own variable keeps req off the heap)
+		if json.Unmarshal(body[model.Start:model.End], &name) != nil || name == "" {
+			return req, &errBadRequest{"invalid model string", "model", codeInvalidJSON}
+		}
+		req.model = name
 	}
 	if !messages.Found() || body[messages.Start] != '[' {
 		return req, &errBadRequest{"you must provide a messages parameter (an array)", "messages", codeMissingParam}

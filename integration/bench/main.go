@@ -105,7 +105,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.profile, "profile", "", "write pprof profiles of switchyard into this directory: a CPU profile of every run through it "+
 		"(cpu-<run>.pprof) and the heap at the peak of scenario (e) (heap-streams.pprof); builds switchyard with -tags pprof "+
 		"(a -bin binary must have been built so); the profiler's cost is in the figures")
-	fs.BoolVar(&o.logInfo, "log-info", true, "scenario (a): also run switchyard at log_level info (its default; stderr to /dev/null)")
+	fs.BoolVar(&o.logInfo, "log-info", true, "scenario (a): also run switchyard at log_level info (its default; stderr to a pipe drained by cat, like a log driver)")
 	fs.BoolVar(&o.directHold, "hold-direct", true, "scenario (e): also hold the streams against the fake directly (checks the load generator)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -450,17 +450,17 @@ func bench(args []string, w io.Writer) int {
 		rBypass = measure("switchyard, no-store (bypass)", j, o.warmup, sy, fake, nil)
 		runs := []*measured{rDirect, rPass, rBypass}
 		if o.logInfo {
-			if devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err != nil {
+			if logs, stopDrain, err := logPipe(); err != nil {
 				fmt.Fprintln(w, "(a) log_level info run skipped:", err)
-			} else if syInfo, err := startSwitchyard("switchyard-info", bin, tmp, switchyardConfig(fake.addr, "", "info", false), devnull); err != nil {
-				devnull.Close()
+			} else if syInfo, err := startSwitchyard("switchyard-info", bin, tmp, switchyardConfig(fake.addr, "", "info", false), logs); err != nil {
+				stopDrain()
 				fmt.Fprintln(w, "(a) log_level info run skipped:", err)
 			} else {
 				j.addr = syInfo.addr
 				rBypassInfo = measure("switchyard, no-store, log_level info", j, o.warmup, syInfo, fake, nil)
 				runs = append(runs, rBypassInfo)
 				syInfo.stop()
-				devnull.Close()
+				stopDrain()
 			}
 		}
 		printRuns(w, "(a) pure proxy overhead: same request, Cache-Control: no-store", runs)
@@ -684,4 +684,24 @@ func warmCache(addr string, body []byte) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return last
+}
+
+// logPipe returns the write end of a pipe that a cat process drains, the
+// way a container runtime's log driver reads a container's stderr, and a
+// func that closes it and waits for cat. (Writing to /dev/null would make
+// a log line's write syscall look free.)
+func logPipe() (*os.File, func(), error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	cat := exec.Command("cat")
+	cat.Stdin = r
+	if err := cat.Start(); err != nil {
+		r.Close()
+		w.Close()
+		return nil, nil, fmt.Errorf("log drain: %w", err)
+	}
+	r.Close()
+	return w, func() { w.Close(); _ = cat.Wait() }, nil
 }

@@ -109,6 +109,15 @@ func TestUsageChunks(t *testing.T) {
 		{`{"id":"x","choices":[{"delta":{}}],"usage":null}`, false, 0},
 		{`{"id":"x","choices":[{"delta":{},"finish_reason":"stop"}],"x_groq":{"usage":{"prompt_tokens":3,"completion_tokens":4}}}`, false, 7},
 		{`{"id":"x","choices":[{"delta":{"content":"\"usage\""}}]}`, false, 0},
+		{`{"choices":[ ],"usage":{"prompt_tokens":1,"completion_tokens":1}}`, true, 2},
+		{`{"choices":null,"usage":{"prompt_tokens":1}}`, true, 1},
+		{`{"usage":{"completion_tokens":2}}`, true, 2},
+		{`{"choices":1,"usage":{"prompt_tokens":1}}`, false, 1},
+		{`{"choices":"","usage":{"prompt_tokens":1}}`, false, 1},
+		{`{"choices":[],"usage":{}}`, true, 0},
+		{`{"choices":[],"usage":"n/a"}`, false, 0},
+		{`{"choices":[],"usage":{"prompt_tokens":1}`, false, 0}, // invalid JSON
+		{`[{"usage":{"prompt_tokens":1}}]`, false, 0},
 	}
 	for _, tc := range cases {
 		if got := isUsageOnly([]byte(tc.in)); got != tc.usageOnly {

@@ -184,10 +184,14 @@ func (r *relay) next() []byte {
 	if !isData {
 		return ev // a comment or keep-alive: relayed, not stored
 	}
+	var ci chunkInfo
+	if !sse.IsDone(data) {
+		ci = readChunk(data)
+	}
 	switch {
 	case sse.IsDone(data):
 		r.sawDone, r.done = true, true
-	case upstream.IsErrorEvent(data):
+	case ci.errorKey && upstream.IsErrorEvent(data):
 		// Relayed (the client's SDK raises it), with any echoed key
 		// scrubbed; the abort error fasthttp logs carries no upstream text.
 		r.streamErr = fmt.Errorf("upstream %s: %w: %s", r.u.Name, errInBandError, truncate(upstream.ErrorMessage(data), 300))
@@ -198,7 +202,7 @@ func (r *relay) next() []byte {
 			r.st = nil
 		}
 		return ev
-	case !jsonscan.Valid(data):
+	case !ci.valid:
 		invalidSSETotal.Inc()
 		return nil
 	}
@@ -208,13 +212,13 @@ func (r *relay) next() []byte {
 		if hasFinishReason(data) {
 			r.sawFinish = true
 		}
-		if u, ok := chunkUsage(data); ok {
-			r.usage = u
+		if ci.hasUsage {
+			r.usage = ci.usage
 		}
 		if r.c.st.policyNeedsChars(r.u.Name) {
 			r.chars += contentChars(data)
 		}
-		if !r.c.wantUsage && isUsageOnly(data) {
+		if !r.c.wantUsage && ci.usageOnly {
 			return nil // we asked for usage; the client did not
 		}
 	}
@@ -346,48 +350,61 @@ func hasFinishReason(data []byte) bool {
 	}
 }
 
-type usageJSON struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
+// chunkInfo is what the relay reads of a stream chunk, in one pass over it.
+type chunkInfo struct {
+	valid     bool         // valid JSON
+	errorKey  bool         // a top-level "error" that is not null (see upstream.IsErrorEvent)
+	usage     policy.Usage // OpenAI's usage, or Groq's x_groq.usage
+	hasUsage  bool
+	usageOnly bool // the include_usage chunk: usage set, choices empty
+}
+
+var (
+	chunkKeys = []string{"choices", "usage", "x_groq", "error"}
+	usageKey  = []string{"usage"}
+)
+
+func readChunk(data []byte) chunkInfo {
+	var sp [4]jsonscan.Span
+	object, ok := jsonscan.Members(data, chunkKeys, sp[:])
+	ci := chunkInfo{valid: ok}
+	if !object {
+		return ci
+	}
+	choices, usage, xgroq := value(data, sp[0]), value(data, sp[1]), value(data, sp[2])
+	ci.errorKey = value(data, sp[3]) != nil
+	switch {
+	case usage != nil && usage[0] == '{':
+		ci.usage, ci.hasUsage = usageOf(usage), true
+	case xgroq != nil && xgroq[0] == '{':
+		var u [1]jsonscan.Span
+		jsonscan.Members(xgroq, usageKey, u[:])
+		if v := value(xgroq, u[0]); v != nil && v[0] == '{' {
+			ci.usage, ci.hasUsage = usageOf(v), true
+		}
+	}
+	ci.usageOnly = ci.hasUsage && usage != nil && (choices == nil || choices[0] == '[' && len(bytes.TrimSpace(choices[1:len(choices)-1])) == 0)
+	return ci
+}
+
+// value returns a member's value, nil when absent or null.
+func value(b []byte, sp jsonscan.Span) []byte {
+	if !sp.Found() || string(b[sp.Start:sp.End]) == "null" {
+		return nil
+	}
+	return b[sp.Start:sp.End]
 }
 
 // chunkUsage returns the usage a chunk carries (OpenAI's usage chunk, or
 // Groq's x_groq.usage on the last chunk).
 func chunkUsage(data []byte) (policy.Usage, bool) {
-	if !bytes.Contains(data, []byte(`"usage"`)) {
-		return policy.Usage{}, false
-	}
-	var v struct {
-		Usage *usageJSON `json:"usage"`
-		XGroq *struct {
-			Usage *usageJSON `json:"usage"`
-		} `json:"x_groq"`
-	}
-	if json.Unmarshal(data, &v) != nil {
-		return policy.Usage{}, false
-	}
-	u := v.Usage
-	if u == nil && v.XGroq != nil {
-		u = v.XGroq.Usage
-	}
-	if u == nil {
-		return policy.Usage{}, false
-	}
-	return policy.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}, true
+	ci := readChunk(data)
+	return ci.usage, ci.hasUsage
 }
 
 // isUsageOnly reports whether a chunk is the include_usage chunk: usage set
 // and choices empty.
-func isUsageOnly(data []byte) bool {
-	if !bytes.Contains(data, []byte(`"usage"`)) {
-		return false
-	}
-	var v struct {
-		Choices []json.RawMessage `json:"choices"`
-		Usage   json.RawMessage   `json:"usage"`
-	}
-	return json.Unmarshal(data, &v) == nil && len(v.Choices) == 0 && len(v.Usage) > 0 && string(v.Usage) != "null"
-}
+func isUsageOnly(data []byte) bool { return readChunk(data).usageOnly }
 
 // usageOf reads a usage object's token counts (0 for a count that is
 // absent or not a non-negative integer).

@@ -648,7 +648,7 @@ func (s *Server) logRequest(c *call, status int, streamErr string) {
 		slog.Bool("stream", c.stream),
 		slog.String("cache", c.xcache),
 		slog.String("upstream", c.upstream),
-		slog.Float64("duration_ms", float64(time.Since(c.start).Microseconds())/1000),
+		slog.Int64("duration_us", time.Since(c.start).Microseconds()), // an integer: slog writes a float through encoding/json
 	}
 	if len(c.ranked) > 0 {
 		var b []byte

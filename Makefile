@@ -38,6 +38,7 @@ FUZZ = go test -run '^$$' -fuzztime 30s -fuzzminimizetime 2s -fuzz
 fuzz:
 	$(FUZZ) FuzzCanonicalize ./cachekey
 	$(FUZZ) FuzzDerive ./cachekey
+	$(FUZZ) FuzzMembers ./jsonscan
 	$(FUZZ) FuzzReader ./sse
 	$(FUZZ) FuzzRewriteModel ./upstream
 	$(FUZZ) FuzzDecodeEntry ./cache
@@ -46,6 +47,6 @@ fuzz:
 # The performance harness (issue 6): builds switchyard from the tree, starts a
 # fake upstream, a bare fasthttp pass-through and memcached on 127.0.0.1, and
 # prints per-scenario figures and the ratios against the targets (~2 min).
-# Hot-path allocations: go test -run '^$$' -bench . -benchmem ./proxy ./upstream ./sse ./cachekey
+# Hot-path allocations: go test -run '^$$' -bench . -benchmem ./proxy ./upstream ./sse ./cachekey ./jsonscan
 bench:
 	go run ./integration/bench -duration 10s

@@ -183,6 +183,11 @@ func policySpecs(cfg config.Config) ([]policy.UpstreamSpec, policy.Options) {
 	return specs, opts
 }
 
+// bodyBufferLimit is the largest body buffer a connection (or a pooled
+// request or response) keeps for reuse; typical chat bodies fit, a long
+// context or an image's base64 is allocated for its request alone.
+const bodyBufferLimit = 64 << 10
+
 func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 	be, err := newBackends(cfg)
 	if err != nil {
@@ -208,6 +213,11 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 		return err
 	}
 
+	// Without ReduceMemoryUsage a connection keeps its request and response
+	// body buffers between requests: at the size of the largest body it
+	// ever carried (up to max_body_bytes), for as long as it is open.
+	// Larger buffers are dropped after each request instead.
+	fasthttp.SetBodySizePoolLimit(bodyBufferLimit, bodyBufferLimit)
 	newServer := func(h fasthttp.RequestHandler) *fasthttp.Server {
 		return &fasthttp.Server{
 			Handler:            h,
@@ -223,7 +233,8 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 			// between requests and reads each request's first byte with a
 			// syscall of its own, 15% of a cache hit's CPU in the harness.
 			// With 8 KiB read buffers held instead, 5,000 open streams
-			// still stay under 250 MB (make bench, scenario e).
+			// still stay under 250 MB (make bench, scenario e); body
+			// buffers are bounded by bodyBufferLimit.
 			ReduceMemoryUsage:     false,
 			NoDefaultDate:         false,
 			NoDefaultServerHeader: true,
@@ -309,8 +320,11 @@ func reload(path, listenFlag string, old config.Config, srv *proxy.Server, pol *
 	}
 	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen || cfg.MaxBodyBytes != old.MaxBodyBytes ||
 		cfg.ReadTimeout != old.ReadTimeout || cfg.LogLevel != old.LogLevel || cfg.ShutdownGrace != old.ShutdownGrace ||
-		!slices.Equal(cfg.Cache.Memcached, old.Cache.Memcached) {
-		log.Warn("reload: listen addresses, max_body_bytes, read_timeout, log_level, shutdown_grace and the cache backend change only on restart")
+		!slices.Equal(cfg.Cache.Memcached, old.Cache.Memcached) || cfg.Cache.MaxBytes != old.Cache.MaxBytes ||
+		cfg.Cache.Timeout != old.Cache.Timeout || cfg.Cache.MaxItemBytes != old.Cache.MaxItemBytes ||
+		cfg.Cache.NearMaxBytes != old.Cache.NearMaxBytes || cfg.Cache.NearTTL != old.Cache.NearTTL {
+		log.Warn("reload: listen addresses, max_body_bytes, read_timeout, log_level, shutdown_grace and the cache backend " +
+			"(cache.memcached, max_bytes, timeout, max_item_bytes, near_max_bytes, near_ttl) change only on restart")
 	}
 	srv.Reload(cfg, clients, np)
 	lifecycle(log, "reloaded", "summary", cfg.Summary())

@@ -72,8 +72,9 @@ type Config struct {
 	// SIGTERM before the process exits anyway. Default 30s.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 	// ReadTimeout bounds how long a client may take to send a whole request
-	// (headers and body); a client that trickles bytes (slowloris) is cut
-	// off. Default 30s.
+	// (headers and body), counted from its first byte on a kept-alive
+	// connection and from the connection's accept for its first request; a
+	// client that trickles bytes (slowloris) is cut off. Default 30s.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `yaml:"log_level"`

@@ -25,9 +25,9 @@ const maxTeeBytes = 8 << 20
 var doneEvent = []byte("data: [DONE]\n\n")
 
 // relay is the client's response body for a committed stream. fasthttp
-// calls Read after the handler has returned and writes and flushes each
-// returned slice as one chunk, so every event reaches the client as soon as
-// the upstream sent it. A non-EOF error from Read aborts the response (no
+// calls WriteTo after the handler has returned and writes and flushes each
+// Write as one chunk, so every event reaches the client as soon as the
+// upstream sent it. An error from WriteTo aborts the response (no
 // terminating chunk): after an upstream failure the client first gets an
 // in-band error event, then a broken stream, never a clean end.
 //
@@ -70,7 +70,14 @@ func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, u *upstream.Clien
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
 	_ = ctx.SetWriteDeadline(time.Now().Add(maxStreamDuration))
 	// No ImmediateHeaderFlush: the first event is already here, and the
-	// headers leave with it in one write.
+	// headers leave with it in one write. Unless that event is the usage
+	// chunk the client did not ask for, which is dropped: then the headers
+	// must not wait for the next event.
+	if !c.wantUsage && len(r.events) > 0 {
+		if d, ok := sse.Data(r.events[len(r.events)-1]); ok && isUsageOnly(d) {
+			ctx.Response.ImmediateHeaderFlush = true
+		}
+	}
 	rel := &relay{
 		s: s, c: c, u: u, model: model, resp: r.resp, st: r.resp.Stream,
 		ttft: r.ttft, start: r.start, pending: r.events, deferred: r.deferred,
@@ -102,24 +109,28 @@ func (r *relay) SupportsBodyWriteTo() bool { return true }
 // when it is alone. A non-nil error aborts the response (see relay).
 func (r *relay) WriteTo(w io.Writer) (int64, error) {
 	var written int64
-	var batch *[]byte
-	defer func() {
+	var batch *[]byte // from batchPool while events are being packed
+	release := func() {
 		if batch != nil {
-			*batch = (*batch)[:0]
-			batchPool.Put(batch)
+			if cap(*batch) <= 2*maxBatch { // not a buffer grown by a huge event
+				*batch = (*batch)[:0]
+				batchPool.Put(batch)
+			}
+			batch = nil
 		}
-	}()
+	}
+	defer release()
 	write := func(b []byte) error {
 		n, err := w.Write(b)
 		written += int64(n)
 		return err
 	}
 	for {
-		if batch != nil && len(*batch) > 0 && (r.abort != nil || r.done || !r.ready() || len(*batch) >= maxBatch) {
+		if batch != nil && (r.abort != nil || r.done || !r.ready() || len(*batch) >= maxBatch) {
 			if err := write(*batch); err != nil {
 				return written, err
 			}
-			*batch = (*batch)[:0]
+			release() // before next may wait on the upstream
 		}
 		if r.abort != nil {
 			return written, r.abort
@@ -130,7 +141,7 @@ func (r *relay) WriteTo(w io.Writer) (int64, error) {
 		out := r.next()
 		switch {
 		case len(out) == 0:
-		case (batch == nil || len(*batch) == 0) && !r.ready():
+		case batch == nil && !r.ready():
 			if err := write(out); err != nil {
 				return written, err
 			}

@@ -27,6 +27,7 @@ import (
 
 	"switchyard/cache"
 	"switchyard/config"
+	"switchyard/logsink"
 	"switchyard/policy"
 	"switchyard/proxy"
 	"switchyard/upstream"
@@ -66,7 +67,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, cfg.Summary())
 		return 0
 	}
-	log := newLogger(stderr, cfg.LogLevel)
+	out := logsink.New(stderr) // log lines are written off the request path
+	defer out.Close()
+	log := newLogger(out, cfg.LogLevel)
 	if err := serve(cfg, *configPath, *listen, log); err != nil {
 		log.Error("exiting", "err", err)
 		return 1

@@ -378,3 +378,36 @@ func TestFaultClientDisconnectLeavesNoGoroutines(t *testing.T) {
 		t.Errorf("only %d of 21 upstream streams were closed after their client went away", g)
 	}
 }
+
+// TestFaultHeadersDribbledPastFirstTokenTimeout: an upstream that sends its
+// response headers a byte at a time, each byte well within the idle
+// timeout but all of them past the first-token timeout, is cut off at the
+// first-token timeout and failed over, not waited for.
+func TestFaultHeadersDribbledPastFirstTokenTimeout(t *testing.T) {
+	const head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+	a := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		for i := range len(head) { // 100ms a byte: ~10s for the whole header
+			if _, err := conn.Write([]byte{head[i]}); err != nil {
+				return // the proxy gave up
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	b := newFake(t, sseHandler(streamScript{words: []string{"from", "b"}}))
+	p := startProxy(t, testConfig("", upstreamYAML("a", a.BaseURL(), "ka", 1, ""), upstreamYAML("b", b.BaseURL(), "kb", 2, "")))
+	start := time.Now()
+	r := post(t, p.URL, `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`, noStore...)
+	got := readAll(t, r)
+	d := time.Since(start)
+	if r.StatusCode != 200 || r.Header.Get("X-Upstream") != "b" || !strings.Contains(string(got), `"from"`) {
+		t.Fatalf("status %d X-Upstream %q: %q", r.StatusCode, r.Header.Get("X-Upstream"), got)
+	}
+	if d > 5*time.Second { // first_token_timeout is 2s; the header alone takes ~10s
+		t.Errorf("failover after %v: the dribbled headers held the attempt past the 2s first-token timeout", d)
+	}
+}

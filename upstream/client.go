@@ -16,6 +16,8 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -61,6 +63,7 @@ type Client struct {
 	authHeader string
 	plain      *fasthttp.HostClient // buffered answers, whole-response deadline
 	stream     *fasthttp.HostClient // streamed answers, idle-extending read deadline
+	conns      sync.Map             // connKey → *idleConn: the stream client's open connections
 }
 
 // New builds the client for u. It dials nothing yet.
@@ -116,7 +119,10 @@ func New(u config.Upstream) (*Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &idleConn{Conn: conn, idle: max(u.IdleTimeout, u.FirstTokenTimeout)}, nil
+		ic := &idleConn{Conn: conn, idle: max(u.IdleTimeout, u.FirstTokenTimeout), conns: &c.conns,
+			key: connKey(conn.LocalAddr(), conn.RemoteAddr())}
+		c.conns.Store(ic.key, ic)
+		return ic, nil
 	})
 	return c, nil
 }
@@ -152,21 +158,62 @@ func (c *Client) Aliases() []string {
 // ConnsCount returns the number of open connections, for tests and status.
 func (c *Client) ConnsCount() int { return c.plain.ConnsCount() + c.stream.ConnsCount() }
 
-// idleConn pushes the read deadline forward after every read that returned
-// data, so a streamed body never waits on a silent upstream longer than
-// idle. fasthttp sets one read deadline per request; on the stream client that
-// first deadline bounds the wait for the response headers.
+// idleConn pushes the read deadline forward after every read of a streamed
+// response body that returned data, so a stream never waits on a silent
+// upstream longer than idle. fasthttp sets one read deadline per request;
+// on the stream client that deadline (the first-token timeout) bounds the
+// response headers, and is not pushed while they arrive: an upstream that
+// dribbles its headers a byte at a time is cut off at the first-token
+// timeout, not kept alive by each byte. Do switches a connection to body
+// mode once the headers are in (startBody); the next request's
+// SetWriteDeadline switches it back.
+//
+// With TLS, idleConn is the TCP connection under the TLS one: it sees
+// records, not HTTP, which is why the switch comes from Do and not from
+// the bytes.
 type idleConn struct {
 	net.Conn
-	idle time.Duration
+	idle  time.Duration
+	body  atomic.Bool // this response's headers are in: reads push the deadline
+	key   string      // in the client's conns
+	conns *sync.Map
+}
+
+// SetWriteDeadline is called by fasthttp at the start of every request on
+// the connection (the client has a WriteTimeout): the next bytes read are
+// a new response's headers.
+func (c *idleConn) SetWriteDeadline(t time.Time) error {
+	c.body.Store(false)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// startBody is called once the response headers are read: from now on,
+// every read pushes the deadline idle ahead, starting now.
+func (c *idleConn) startBody() {
+	c.body.Store(true)
+	_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 && err == nil {
+	if n > 0 && err == nil && c.body.Load() {
 		_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
 	}
 	return n, err
+}
+
+func (c *idleConn) Close() error {
+	c.conns.CompareAndDelete(c.key, c)
+	return c.Conn.Close()
+}
+
+// connKey names a connection by both ends (a local port can serve two
+// remote addresses).
+func connKey(local, remote net.Addr) string {
+	if local == nil || remote == nil {
+		return ""
+	}
+	return local.String() + "|" + remote.String()
 }
 
 // Request is one attempt's input.
@@ -239,6 +286,14 @@ func (c *Client) Do(r *Request) (*Response, error) {
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		return nil, c.wrapErr(err, r.Stream)
+	}
+	if r.Stream {
+		// The headers are in: the body's reads push the deadline. A
+		// connection not found (never expected) keeps the first-token
+		// deadline for its body, which the stream then cannot outlive.
+		if ic, ok := c.conns.Load(connKey(resp.LocalAddr(), resp.RemoteAddr())); ok {
+			ic.(*idleConn).startBody()
+		}
 	}
 	out := &Response{Status: resp.StatusCode(), Latency: time.Since(start)}
 	out.Headers = keptHeaders(&resp.Header)

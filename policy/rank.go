@@ -65,6 +65,25 @@ func (p *Policy) Rank(targets []Target) (ranked []Candidate, skipped []Skipped) 
 	return ranked, skipped
 }
 
+// Skipped returns the targets Rank would leave out now, with the reason and
+// when each is expected back, without ranking the rest or marking any as
+// picked (so asking does not shift the tie order).
+func (p *Policy) Skipped(targets []Target) []Skipped {
+	now := p.env.now()
+	var skipped []Skipped
+	for _, t := range targets {
+		u := p.byName[t.Name]
+		if u == nil {
+			skipped = append(skipped, Skipped{Name: t.Name, Model: t.Model, Reason: ReasonUnknownUpstream})
+			continue
+		}
+		if reason, until := p.blocked(u, u.st.lookup(t.Model), t.Model, now); reason != "" {
+			skipped = append(skipped, Skipped{Name: t.Name, Model: t.Model, Reason: reason, Until: until})
+		}
+	}
+	return skipped
+}
+
 // spreadTies reorders, within each priority, the candidates whose score is
 // within tieBand of the best so that the least recently picked comes first.
 func (p *Policy) spreadTies(ranked []Candidate) {

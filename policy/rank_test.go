@@ -295,3 +295,35 @@ func TestRankAllocations(t *testing.T) {
 		t.Fatalf("Rank allocates %.1f times per call, want at most 1 (the result)", allocs)
 	}
 }
+
+// TestSkipped: Skipped reports what Rank leaves out, and asking does not
+// count as a pick (the tie order stays).
+func TestSkipped(t *testing.T) {
+	c := newClock(t0)
+	p := mustNew(t, specs("a", "b", "c"), testOpts(c, nil))
+	ts := append(targets("m", "a", "b", "c"), Target{Name: "ghost", Model: "m"})
+	p.Observe("c", "m", Observation{Outcome: RateLimited, Status: 429, RateLimit: RateLimit{RetryAfter: 30 * time.Second, Known: true}})
+	_, rankSkipped := p.Rank(ts)
+	got := p.Skipped(ts)
+	if len(got) != len(rankSkipped) {
+		t.Fatalf("Skipped = %+v, Rank skipped %+v", got, rankSkipped)
+	}
+	for i := range got {
+		if got[i] != rankSkipped[i] {
+			t.Errorf("Skipped[%d] = %+v, Rank skipped %+v", i, got[i], rankSkipped[i])
+		}
+	}
+	if len(got) != 2 || got[0].Name != "c" || got[0].Reason != ReasonRateLimited || !got[0].Until.Equal(t0.Add(30*time.Second)) ||
+		got[1].Name != "ghost" || got[1].Reason != ReasonUnknownUpstream {
+		t.Errorf("Skipped = %+v", got)
+	}
+	// a and b tie: picks alternate; Skipped calls in between change nothing.
+	first, _ := p.Rank(ts)
+	for range 5 {
+		p.Skipped(ts)
+	}
+	second, _ := p.Rank(ts)
+	if first[0].Name == second[0].Name {
+		t.Errorf("Rank picked %s twice in a row around Skipped calls; a tie should alternate", first[0].Name)
+	}
+}

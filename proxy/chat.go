@@ -567,8 +567,7 @@ func (s *Server) answerAllFailed(ctx *fasthttp.RequestCtx, c *call, last *attemp
 	if limited > 0 {
 		// The attempts just put rate-limited upstreams in cooldown: ask the
 		// policy when each comes back.
-		_, cooling := c.st.policy.Rank(targets)
-		for _, sk := range cooling {
+		for _, sk := range c.st.policy.Skipped(targets) {
 			note(sk.Until)
 		}
 	}

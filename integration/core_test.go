@@ -189,6 +189,34 @@ func TestStreamCutMidwayEndsWithInBandError(t *testing.T) {
 	}
 }
 
+// TestStreamEventErrorMidwayAborts: an "event: error" frame after the
+// commit point is relayed (openai-python raises on it) and ends the
+// stream as a failure: no [DONE], an aborted body, the attempt an error.
+func TestStreamEventErrorMidwayAborts(t *testing.T) {
+	up := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, chunk("m", "hello", ""))
+		io.WriteString(w, "event: error\ndata: {\"message\":\"shard lost\"}\n\n")
+		io.WriteString(w, chunk("m", "", "stop")+"data: [DONE]\n\n") // what a broken server might still send
+	})
+	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	resp := post(t, p.URL, `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`, noStore...)
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Errorf("the client saw a clean end after an error frame")
+	}
+	if !strings.Contains(string(got), `"hello"`) || !strings.Contains(string(got), "event: error\ndata: {\"message\":\"shard lost\"}") {
+		t.Errorf("the first chunk and the error frame were not relayed: %q", got)
+	}
+	if strings.Contains(string(got), "[DONE]") {
+		t.Errorf("a stream that failed ended with [DONE]: %q", got)
+	}
+	if !p.WaitLog("shard lost") {
+		t.Errorf("the request log does not say why the stream failed")
+	}
+}
+
 func TestClientDisconnectClosesUpstream(t *testing.T) {
 	var gone atomic.Bool
 	words := make([]string, 200)

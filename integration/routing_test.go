@@ -148,6 +148,10 @@ func TestStreamFailsOverBeforeCommit(t *testing.T) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			io.WriteString(w, "data: {\"error\":{\"message\":\"model overloaded\",\"type\":\"InternalServerError\",\"code\":500}}\n\n")
 		},
+		"event: error frame": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "event: error\ndata: {\"message\":\"model overloaded\"}\n\n")
+		},
 		"headers then silence": func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.WriteHeader(200)

@@ -405,10 +405,10 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResul
 			return r
 		}
 		data, isData := sse.Data(ev)
-		if isData && upstream.IsErrorEvent(data) {
+		if isErrorFrame(ev) || (isData && upstream.IsErrorEvent(data)) {
 			r.release()
 			r.outcome = policy.Failure
-			r.err = fmt.Errorf("upstream %s: %w: %s", u.Name, errInBandError, truncate(upstream.ErrorMessage(data), 300))
+			r.err = fmt.Errorf("upstream %s: %w: %s", u.Name, errInBandError, errorFrameMessage(data))
 			return r
 		}
 		if isData && !sse.IsDone(data) && !jsonscan.Valid(data) {

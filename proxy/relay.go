@@ -192,20 +192,21 @@ func (r *relay) next() []byte {
 		}
 	}
 	data, isData := sse.Data(ev)
-	if !isData {
+	errFrame := isErrorFrame(ev)
+	if !isData && !errFrame {
 		return ev // a comment or keep-alive: relayed, not stored
 	}
 	var ci chunkInfo
-	if !sse.IsDone(data) {
+	if isData && !sse.IsDone(data) {
 		ci = readChunk(data)
 	}
 	switch {
-	case sse.IsDone(data):
+	case isData && sse.IsDone(data):
 		r.sawDone, r.done = true, true
-	case ci.errorKey && upstream.IsErrorEvent(data):
+	case errFrame || (ci.errorKey && upstream.IsErrorEvent(data)):
 		// Relayed (the client's SDK raises it), with any echoed key
 		// scrubbed; the abort error fasthttp logs carries no upstream text.
-		r.streamErr = fmt.Errorf("upstream %s: %w: %s", r.u.Name, errInBandError, truncate(upstream.ErrorMessage(data), 300))
+		r.streamErr = fmt.Errorf("upstream %s: %w: %s", r.u.Name, errInBandError, errorFrameMessage(data))
 		r.abort = errInBandError
 		ev = r.c.st.redactBytes(ev) // a copy whenever it changes, so it outlives the stream
 		if r.st != nil {
@@ -359,6 +360,26 @@ func hasFinishReason(data []byte) bool {
 			return true
 		}
 	}
+}
+
+// isErrorFrame reports whether an event is an "event: error" frame, which
+// openai-python raises on whatever its data holds (an error in a data
+// object, the other in-band form, is upstream.IsErrorEvent).
+func isErrorFrame(ev []byte) bool {
+	return bytes.Contains(ev, []byte("event:")) && string(sse.EventType(ev)) == "error"
+}
+
+// errorFrameMessage is the upstream's message from an in-band error's
+// data, for logs and the client's error: its error.message, or else the
+// data itself, cut short.
+func errorFrameMessage(data []byte) string {
+	if m := upstream.ErrorMessage(data); m != "" {
+		return truncate(m, 300)
+	}
+	if len(data) == 0 {
+		return "event: error"
+	}
+	return truncate(string(data), 300)
 }
 
 // chunkInfo is what the relay reads of a stream chunk, in one pass over it.

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -63,7 +64,7 @@ type Client struct {
 	authHeader string
 	plain      *fasthttp.HostClient // buffered answers, whole-response deadline
 	stream     *fasthttp.HostClient // streamed answers, idle-extending read deadline
-	conns      sync.Map             // connKey → *idleConn: the stream client's open connections
+	conns      connTable            // the stream client's open connections
 }
 
 // New builds the client for u. It dials nothing yet.
@@ -121,7 +122,7 @@ func New(u config.Upstream) (*Client, error) {
 		}
 		ic := &idleConn{Conn: conn, idle: max(u.IdleTimeout, u.FirstTokenTimeout), conns: &c.conns,
 			key: connKey(conn.LocalAddr(), conn.RemoteAddr())}
-		c.conns.Store(ic.key, ic)
+		c.conns.add(ic)
 		return ic, nil
 	})
 	return c, nil
@@ -175,15 +176,17 @@ type idleConn struct {
 	net.Conn
 	idle  time.Duration
 	body  atomic.Bool // this response's headers are in: reads push the deadline
-	key   string      // in the client's conns
-	conns *sync.Map
+	key   connID      // in the client's conns
+	conns *connTable
 }
 
 // SetWriteDeadline is called by fasthttp at the start of every request on
 // the connection (the client has a WriteTimeout): the next bytes read are
 // a new response's headers.
 func (c *idleConn) SetWriteDeadline(t time.Time) error {
-	c.body.Store(false)
+	if c.key != (connID{}) { // not findable by Do: always in body mode, as before
+		c.body.Store(false)
+	}
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -203,17 +206,57 @@ func (c *idleConn) Read(p []byte) (int, error) {
 }
 
 func (c *idleConn) Close() error {
-	c.conns.CompareAndDelete(c.key, c)
+	c.conns.remove(c)
 	return c.Conn.Close()
 }
 
-// connKey names a connection by both ends (a local port can serve two
+// connID names a TCP connection by both ends (a local port can serve two
 // remote addresses).
-func connKey(local, remote net.Addr) string {
-	if local == nil || remote == nil {
-		return ""
+type connID struct{ local, remote netip.AddrPort }
+
+func connKey(local, remote net.Addr) connID {
+	l, _ := local.(*net.TCPAddr)
+	r, _ := remote.(*net.TCPAddr)
+	if l == nil || r == nil {
+		return connID{}
 	}
-	return local.String() + "|" + remote.String()
+	return connID{l.AddrPort(), r.AddrPort()}
+}
+
+// connTable is the stream client's open connections, by connID.
+type connTable struct {
+	mu sync.Mutex
+	m  map[connID]*idleConn
+}
+
+func (t *connTable) add(c *idleConn) {
+	if c.key == (connID{}) {
+		c.body.Store(true) // not a TCP connection: no way to find it, push on every read
+		return
+	}
+	t.mu.Lock()
+	if t.m == nil {
+		t.m = make(map[connID]*idleConn)
+	}
+	t.m[c.key] = c
+	t.mu.Unlock()
+}
+
+func (t *connTable) remove(c *idleConn) {
+	t.mu.Lock()
+	if t.m[c.key] == c {
+		delete(t.m, c.key)
+	}
+	t.mu.Unlock()
+}
+
+func (t *connTable) get(id connID) *idleConn {
+	if id == (connID{}) {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[id]
 }
 
 // Request is one attempt's input.
@@ -291,8 +334,8 @@ func (c *Client) Do(r *Request) (*Response, error) {
 		// The headers are in: the body's reads push the deadline. A
 		// connection not found (never expected) keeps the first-token
 		// deadline for its body, which the stream then cannot outlive.
-		if ic, ok := c.conns.Load(connKey(resp.LocalAddr(), resp.RemoteAddr())); ok {
-			ic.(*idleConn).startBody()
+		if ic := c.conns.get(connKey(resp.LocalAddr(), resp.RemoteAddr())); ic != nil {
+			ic.startBody()
 		}
 	}
 	out := &Response{Status: resp.StatusCode(), Latency: time.Since(start)}

@@ -184,7 +184,7 @@ type idleConn struct {
 // the connection (the client has a WriteTimeout): the next bytes read are
 // a new response's headers.
 func (c *idleConn) SetWriteDeadline(t time.Time) error {
-	if c.key != (connID{}) { // not findable by Do: always in body mode, as before
+	if c.key != (connID{}) { // one Do cannot find (no TCP addresses) stays in body mode
 		c.body.Store(false)
 	}
 	return c.Conn.SetWriteDeadline(t)

@@ -56,20 +56,24 @@ func ParseRateLimit(h *fasthttp.ResponseHeader, now time.Time) policy.RateLimit 
 		}
 	}
 	var rl policy.RateLimit
-	if n, ok := parseInt(string(v[limitReq])); ok {
+	// A limit counts only with its remaining count: alone, it would read
+	// as "0 remaining" (exhausted) to the policy.
+	remReq, okRemReq := parseInt(string(v[remainingReq]))
+	remTok, okRemTok := parseInt(string(v[remainingTok]))
+	if n, ok := parseInt(string(v[limitReq])); ok && okRemReq {
 		rl.LimitRequests, rl.Known = n, true
 	}
-	if n, ok := parseInt(string(v[remainingReq])); ok {
-		rl.RemainingRequests, rl.Known = n, true
+	if okRemReq {
+		rl.RemainingRequests, rl.Known = remReq, true
 	}
 	if d, ok := ParseReset(string(v[resetReq])); ok {
 		rl.ResetRequests, rl.Known = d, true
 	}
-	if n, ok := parseInt(string(v[limitTok])); ok {
+	if n, ok := parseInt(string(v[limitTok])); ok && okRemTok {
 		rl.LimitTokens, rl.Known = n, true
 	}
-	if n, ok := parseInt(string(v[remainingTok])); ok {
-		rl.RemainingTokens, rl.Known = n, true
+	if okRemTok {
+		rl.RemainingTokens, rl.Known = remTok, true
 	}
 	if d, ok := ParseReset(string(v[resetTok])); ok {
 		rl.ResetTokens, rl.Known = d, true

@@ -152,7 +152,11 @@ func TestParseRateLimit(t *testing.T) {
 			"retry-after": "later", "retry-after-ms": "x",
 		}, policy.RateLimit{}},
 		{"remaining zero is known", map[string]string{"x-ratelimit-remaining-tokens": "0"}, policy.RateLimit{Known: true}},
-		{"spaces", map[string]string{"x-ratelimit-limit-tokens": " 6000 "}, policy.RateLimit{LimitTokens: 6000, Known: true}},
+		{"spaces", map[string]string{"x-ratelimit-limit-tokens": " 6000 ", "x-ratelimit-remaining-tokens": "5990 "},
+			policy.RateLimit{LimitTokens: 6000, RemainingTokens: 5990, Known: true}},
+		// A limit without its remaining count would read as exhausted.
+		{"limit without remaining", map[string]string{"x-ratelimit-limit-tokens": "6000", "x-ratelimit-limit-requests": "14400"}, policy.RateLimit{}},
+		{"limit with a garbage remaining", map[string]string{"x-ratelimit-limit-requests": "14400", "x-ratelimit-remaining-requests": "n/a"}, policy.RateLimit{}},
 		{"retry-after-ms only", map[string]string{"retry-after-ms": "250"}, policy.RateLimit{RetryAfter: 250 * time.Millisecond, Known: true}},
 		{"retry-after date", map[string]string{"retry-after": now.Add(90 * time.Second).Format(http.TimeFormat)}, policy.RateLimit{RetryAfter: 90 * time.Second, Known: true}},
 		{"OpenAI reset formats", map[string]string{"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s"},

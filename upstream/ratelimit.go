@@ -16,17 +16,8 @@ import (
 func ParseRateLimit(h *fasthttp.ResponseHeader, now time.Time) policy.RateLimit {
 	// One pass over the headers (a Peek per name costs a scan each); the
 	// first occurrence of a name counts, as with Peek.
-	var v [8][]byte
-	const (
-		limitReq = iota
-		remainingReq
-		resetReq
-		limitTok
-		remainingTok
-		resetTok
-		retryMs
-		retry
-	)
+	var v [len(rateLimitNames) + 2][]byte // the x-ratelimit-* values, then retry-after-ms and retry-after
+	const retryMs, retry = len(rateLimitNames), len(rateLimitNames) + 1
 	set := func(i int, val []byte) {
 		if v[i] == nil {
 			v[i] = val
@@ -35,19 +26,12 @@ func ParseRateLimit(h *fasthttp.ResponseHeader, now time.Time) policy.RateLimit 
 	for k, val := range h.All() {
 		switch {
 		case hasPrefixFold(k, "x-ratelimit-"):
-			switch rest := k[len("x-ratelimit-"):]; {
-			case equalFold(rest, "limit-requests"):
-				set(limitReq, val)
-			case equalFold(rest, "remaining-requests"):
-				set(remainingReq, val)
-			case equalFold(rest, "reset-requests"):
-				set(resetReq, val)
-			case equalFold(rest, "limit-tokens"):
-				set(limitTok, val)
-			case equalFold(rest, "remaining-tokens"):
-				set(remainingTok, val)
-			case equalFold(rest, "reset-tokens"):
-				set(resetTok, val)
+			rest := k[len("x-ratelimit-"):]
+			for i, name := range rateLimitNames {
+				if equalFold(rest, name) {
+					set(i, val)
+					break
+				}
 			}
 		case equalFold(k, "retry-after-ms"):
 			set(retryMs, val)
@@ -56,32 +40,38 @@ func ParseRateLimit(h *fasthttp.ResponseHeader, now time.Time) policy.RateLimit 
 		}
 	}
 	var rl policy.RateLimit
-	// A limit counts only with its remaining count: alone, it would read
-	// as "0 remaining" (exhausted) to the policy.
-	remReq, okRemReq := parseInt(string(v[remainingReq]))
-	remTok, okRemTok := parseInt(string(v[remainingTok]))
-	if n, ok := parseInt(string(v[limitReq])); ok && okRemReq {
-		rl.LimitRequests, rl.Known = n, true
-	}
-	if okRemReq {
-		rl.RemainingRequests, rl.Known = remReq, true
-	}
-	if d, ok := ParseReset(string(v[resetReq])); ok {
-		rl.ResetRequests, rl.Known = d, true
-	}
-	if n, ok := parseInt(string(v[limitTok])); ok && okRemTok {
-		rl.LimitTokens, rl.Known = n, true
-	}
-	if okRemTok {
-		rl.RemainingTokens, rl.Known = remTok, true
-	}
-	if d, ok := ParseReset(string(v[resetTok])); ok {
-		rl.ResetTokens, rl.Known = d, true
-	}
+	var knownReq, knownTok bool
+	rl.LimitRequests, rl.RemainingRequests, rl.ResetRequests, knownReq = parseWindow(v[0], v[1], v[2])
+	rl.LimitTokens, rl.RemainingTokens, rl.ResetTokens, knownTok = parseWindow(v[3], v[4], v[5])
+	rl.Known = knownReq || knownTok
 	if d, ok := ParseRetryAfter(string(v[retryMs]), string(v[retry]), now); ok {
 		rl.RetryAfter, rl.Known = d, true
 	}
 	return rl
+}
+
+// rateLimitNames are the x-ratelimit-* headers read, after the prefix, as
+// limit, remaining and reset of the requests window, then of the tokens
+// window.
+var rateLimitNames = [...]string{
+	"limit-requests", "remaining-requests", "reset-requests",
+	"limit-tokens", "remaining-tokens", "reset-tokens",
+}
+
+// parseWindow reads one window's limit, remaining count and reset; known
+// reports whether any of them was usable. A limit counts only with its
+// remaining count: alone, it would read as "0 remaining" (exhausted) to
+// the policy.
+func parseWindow(limit, remaining, reset []byte) (lim, rem int64, rst time.Duration, known bool) {
+	rem, okRem := parseInt(string(remaining))
+	if n, ok := parseInt(string(limit)); ok && okRem {
+		lim = n
+	}
+	if !okRem {
+		rem = 0
+	}
+	rst, okRst := ParseReset(string(reset)) // 0 when not ok
+	return lim, rem, rst, okRem || okRst
 }
 
 func parseInt(s string) (int64, bool) {

@@ -184,9 +184,7 @@ type idleConn struct {
 // the connection (the client has a WriteTimeout): the next bytes read are
 // a new response's headers.
 func (c *idleConn) SetWriteDeadline(t time.Time) error {
-	if c.key != (connID{}) { // one Do cannot find (no TCP addresses) stays in body mode
-		c.body.Store(false)
-	}
+	c.body.Store(false)
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -199,7 +197,9 @@ func (c *idleConn) startBody() {
 
 func (c *idleConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 && err == nil && c.body.Load() {
+	// A connection Do cannot find (no TCP addresses, never expected) pushes
+	// on every read, headers included.
+	if n > 0 && err == nil && (c.body.Load() || c.key == (connID{})) {
 		_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
 	}
 	return n, err
@@ -231,8 +231,7 @@ type connTable struct {
 
 func (t *connTable) add(c *idleConn) {
 	if c.key == (connID{}) {
-		c.body.Store(true) // not a TCP connection: no way to find it, push on every read
-		return
+		return // not findable: see idleConn.Read
 	}
 	t.mu.Lock()
 	if t.m == nil {

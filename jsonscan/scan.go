@@ -13,6 +13,7 @@
 package jsonscan
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"math/bits"
@@ -180,14 +181,7 @@ func memberName(b []byte, keys []string, i, key, level int) (next, k int, ok boo
 // lookup returns the index in keys of the quoted JSON string name, or -1.
 func lookup(keys []string, name []byte) int {
 	raw := name[1 : len(name)-1]
-	escaped := false
-	for _, c := range raw {
-		if c == '\\' {
-			escaped = true
-			break
-		}
-	}
-	if escaped {
+	if bytes.IndexByte(raw, '\\') >= 0 {
 		var u string
 		if json.Unmarshal(name, &u) != nil {
 			return -1

@@ -408,7 +408,7 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, body []byte) *attemptResul
 		if isErrorFrame(ev) || (isData && upstream.IsErrorEvent(data)) {
 			r.release()
 			r.outcome = policy.Failure
-			r.err = fmt.Errorf("upstream %s: %w: %s", u.Name, errInBandError, errorFrameMessage(data))
+			r.err = inBandError(u.Name, data)
 			return r
 		}
 		if isData && !sse.IsDone(data) && !jsonscan.Valid(data) {

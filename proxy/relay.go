@@ -126,12 +126,6 @@ func (r *relay) WriteTo(w io.Writer) (int64, error) {
 		return err
 	}
 	for {
-		if batch != nil && (r.abort != nil || r.done || !r.ready() || len(*batch) >= maxBatch) {
-			if err := write(*batch); err != nil {
-				return written, err
-			}
-			release() // before next may wait on the upstream
-		}
 		if r.abort != nil {
 			return written, r.abort
 		}
@@ -139,9 +133,10 @@ func (r *relay) WriteTo(w io.Writer) (int64, error) {
 			return written, nil
 		}
 		out := r.next()
+		more := r.ready() // false after an abort or the end, too
 		switch {
 		case len(out) == 0:
-		case batch == nil && !r.ready():
+		case batch == nil && !more:
 			if err := write(out); err != nil {
 				return written, err
 			}
@@ -150,6 +145,12 @@ func (r *relay) WriteTo(w io.Writer) (int64, error) {
 				batch = batchPool.Get().(*[]byte)
 			}
 			*batch = append(*batch, out...)
+		}
+		if batch != nil && (!more || len(*batch) >= maxBatch) {
+			if err := write(*batch); err != nil {
+				return written, err
+			}
+			release() // before next may wait on the upstream
 		}
 	}
 }
@@ -206,7 +207,7 @@ func (r *relay) next() []byte {
 	case errFrame || (ci.errorKey && upstream.IsErrorEvent(data)):
 		// Relayed (the client's SDK raises it), with any echoed key
 		// scrubbed; the abort error fasthttp logs carries no upstream text.
-		r.streamErr = fmt.Errorf("upstream %s: %w: %s", r.u.Name, errInBandError, errorFrameMessage(data))
+		r.streamErr = inBandError(r.u.Name, data)
 		r.abort = errInBandError
 		ev = r.c.st.redactBytes(ev) // a copy whenever it changes, so it outlives the stream
 		if r.st != nil {
@@ -369,17 +370,19 @@ func isErrorFrame(ev []byte) bool {
 	return bytes.Contains(ev, []byte("event:")) && string(sse.EventType(ev)) == "error"
 }
 
-// errorFrameMessage is the upstream's message from an in-band error's
-// data, for logs and the client's error: its error.message, or else the
-// data itself, cut short.
-func errorFrameMessage(data []byte) string {
-	if m := upstream.ErrorMessage(data); m != "" {
-		return truncate(m, 300)
+// inBandError is the error of a stream that sent an in-band error event
+// with data, for logs and the client's error: the upstream's
+// error.message, or else the data itself, cut short.
+func inBandError(upstreamName string, data []byte) error {
+	msg := upstream.ErrorMessage(data)
+	switch {
+	case msg != "":
+	case len(data) == 0:
+		msg = "event: error"
+	default:
+		msg = string(data)
 	}
-	if len(data) == 0 {
-		return "event: error"
-	}
-	return truncate(string(data), 300)
+	return fmt.Errorf("upstream %s: %w: %s", upstreamName, errInBandError, truncate(msg, 300))
 }
 
 // chunkInfo is what the relay reads of a stream chunk, in one pass over it.

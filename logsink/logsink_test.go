@@ -108,7 +108,9 @@ func TestWritersWaitAboveMaxPending(t *testing.T) {
 	out := &sink{blocked: make(chan struct{})}
 	w := New(out)
 	line := bytes.Repeat([]byte("x"), 64<<10)
-	n := 2 * MaxPending / len(line)
+	// Up to MaxPending (plus a line) can sit in the blocked write's batch
+	// and as much again in pending: three times that must block.
+	n := 3 * MaxPending / len(line)
 	wrote := make(chan struct{})
 	go func() {
 		for range n {

@@ -19,6 +19,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -56,6 +57,66 @@ var DefaultBaseURLs = map[string]string{
 	ProviderHuggingFace: "https://router.huggingface.co/v1",
 	ProviderOpenAI:      "https://api.openai.com/v1",
 }
+
+// DefaultForwardHeaders maps each provider to the client request headers
+// passed through to it when an upstream leaves forward_headers out. Hugging
+// Face bills the organization named in X-HF-Bill-To (Team and Enterprise
+// plans), so a client may choose it per request.
+var DefaultForwardHeaders = map[string][]string{
+	ProviderHuggingFace: {"X-HF-Bill-To"},
+}
+
+// DefaultUnsupportedParams maps each provider to the top-level chat request
+// parameters it answers 400 to, used when an upstream leaves
+// unsupported_params out. Groq documents n (only 1 is accepted), logprobs,
+// top_logprobs and logit_bias as unsupported.
+var DefaultUnsupportedParams = map[string][]string{
+	ProviderGroq: {"n", "logprobs", "top_logprobs", "logit_bias"},
+}
+
+// MaxRetryAfterLimit is the largest retry.max_retry_after accepted: a
+// longer wait holds the client's request (and a connection slot) for longer
+// than failing over costs.
+const MaxRetryAfterLimit = 60 * time.Second
+
+// reservedHeaders maps the request headers that may not be configured
+// (lower case) to why: the proxy sets them itself (identity, framing, body
+// encoding, the Accept it chooses per request, its request id), or they are
+// hop-by-hop, belonging to one connection and never relayed.
+var reservedHeaders = map[string]string{
+	"authorization":       "is set by the proxy from api_key",
+	"host":                "is set by the proxy",
+	"content-length":      "is set by the proxy",
+	"content-type":        "is set by the proxy",
+	"content-encoding":    "is set by the proxy",
+	"accept":              "is set by the proxy",
+	"accept-encoding":     "is set by the proxy",
+	"x-request-id":        "is set by the proxy",
+	"transfer-encoding":   "is a hop-by-hop header",
+	"connection":          "is a hop-by-hop header",
+	"keep-alive":          "is a hop-by-hop header",
+	"proxy-connection":    "is a hop-by-hop header",
+	"proxy-authorization": "is a hop-by-hop header",
+	"proxy-authenticate":  "is a hop-by-hop header",
+	"te":                  "is a hop-by-hop header",
+	"trailer":             "is a hop-by-hop header",
+	"upgrade":             "is a hop-by-hop header",
+}
+
+// ReservedHeader reports whether name (any case) is a header that
+// upstreams[].headers and upstreams[].forward_headers may not name: one
+// the proxy sets itself (Authorization, Host, Content-Length, Content-Type,
+// Content-Encoding, Accept, Accept-Encoding, X-Request-Id) or a hop-by-hop
+// header (Connection, Keep-Alive, Proxy-Connection, Proxy-Authorization,
+// Proxy-Authenticate, TE, Trailer, Transfer-Encoding, Upgrade).
+func ReservedHeader(name string) bool {
+	_, ok := reservedHeaders[strings.ToLower(name)]
+	return ok
+}
+
+// requiredParams are the chat request parameters every request carries;
+// an upstream that cannot take them cannot serve at all.
+var requiredParams = map[string]bool{"model": true, "messages": true, "stream": true}
 
 // Config is the whole configuration file.
 type Config struct {
@@ -197,6 +258,36 @@ type Upstream struct {
 	// Retry retries transient failures on this same upstream before failing
 	// over. Default: no retry.
 	Retry Retry `yaml:"retry"`
+	// Headers are static headers sent to this upstream on every request,
+	// e.g. "X-HF-Bill-To: my-org" to bill a Hugging Face organization.
+	// Values may use ${VAR}; a header whose value is empty (an unset
+	// variable) is not sent. Names must be HTTP tokens and unique in any
+	// case, and may not be headers the proxy sets itself or hop-by-hop ones
+	// (see ReservedHeader); values may not contain CR, LF or NUL. A header
+	// also named in forward_headers keeps this value: the client cannot
+	// override it. Default: none.
+	Headers map[string]string `yaml:"headers"`
+	// ForwardHeaders names client request headers passed through to this
+	// upstream when the client sends them with a non-empty value. Left out
+	// (or null), the provider default applies: [X-HF-Bill-To] for
+	// huggingface, none for groq and openai (see DefaultForwardHeaders);
+	// an explicit [] forwards none. The same names as in headers are
+	// refused, so Authorization is never forwarded: the upstream always
+	// gets this upstream's api_key.
+	ForwardHeaders []string `yaml:"forward_headers"`
+	// UnsupportedParams are top-level chat request parameters this upstream
+	// answers 400 to, so a request using one skips this upstream (or, with
+	// drop_params, is sent without them) instead of spending an attempt on
+	// a certain failure. Left out (or null), the provider default applies:
+	// [n, logprobs, top_logprobs, logit_bias] for groq, none otherwise (see
+	// DefaultUnsupportedParams); an explicit [] means none. Names must be
+	// non-empty and unique, and may not be model, messages or stream.
+	UnsupportedParams []string `yaml:"unsupported_params"`
+	// DropParams removes unsupported_params from a request sent to this
+	// upstream instead of skipping the upstream. Default false. The risk:
+	// the answer then silently lacks what was asked for (no logprobs, one
+	// choice instead of n).
+	DropParams bool `yaml:"drop_params"`
 }
 
 // Quota is an allowance per period.
@@ -215,6 +306,12 @@ type Retry struct {
 	Attempts int `yaml:"attempts"`
 	// Backoff is the first delay, doubled each retry. Default 200ms.
 	Backoff time.Duration `yaml:"backoff"`
+	// MaxRetryAfter: a 429 whose retry-after-ms or Retry-After asks for a
+	// wait of at most this long is waited out and retried on this same
+	// upstream instead of failing over; a longer wait fails over at once.
+	// Default 0: never wait. At most 60s (MaxRetryAfterLimit): the client's
+	// answer is late by up to this long.
+	MaxRetryAfter time.Duration `yaml:"max_retry_after"`
 }
 
 // Default returns the built-in defaults, before any file is read.
@@ -264,6 +361,16 @@ func (u *Upstream) applyDefaults() {
 	}
 	if u.Retry.Backoff == 0 {
 		u.Retry.Backoff = 200 * time.Millisecond
+	}
+	// nil means "left out": the provider default. An explicit [] (yaml.v3
+	// decodes it as an empty, non-nil slice) stays empty. Either way the
+	// result is non-nil, so applying defaults twice changes nothing, and
+	// each upstream gets its own copy.
+	if u.ForwardHeaders == nil {
+		u.ForwardHeaders = append([]string{}, DefaultForwardHeaders[u.Provider]...)
+	}
+	if u.UnsupportedParams == nil {
+		u.UnsupportedParams = append([]string{}, DefaultUnsupportedParams[u.Provider]...)
 	}
 }
 
@@ -677,8 +784,99 @@ func (c *Config) Validate() error {
 		if u.Retry.Backoff < 0 {
 			bad(p+".retry.backoff", "must not be negative")
 		}
+		if u.Retry.MaxRetryAfter < 0 {
+			bad(p+".retry.max_retry_after", "must not be negative")
+		} else if u.Retry.MaxRetryAfter > MaxRetryAfterLimit {
+			bad(p+".retry.max_retry_after", "must be at most %gs", MaxRetryAfterLimit.Seconds())
+		}
+		validateHeaders(u, p, bad)
+		validateParams(u, p, bad)
 	}
 	return errors.Join(errs...)
+}
+
+// validateHeaders checks upstreams[i].headers and .forward_headers.
+func validateHeaders(u *Upstream, p string, bad func(path, format string, args ...any)) {
+	names := make([]string, 0, len(u.Headers))
+	for name := range u.Headers {
+		names = append(names, name)
+	}
+	slices.Sort(names) // one error order for one file
+	seen := map[string]string{}
+	for _, name := range names {
+		hp := p + ".headers." + name
+		if headerNameOK(name, hp, bad) {
+			if prev, dup := seen[strings.ToLower(name)]; dup {
+				bad(hp, "same header as %q (names are case-insensitive)", prev)
+			}
+			seen[strings.ToLower(name)] = name
+		}
+		// The value may come from the environment: never quote it.
+		if strings.ContainsAny(u.Headers[name], "\r\n\x00") {
+			bad(hp, "value must not contain CR, LF or NUL")
+		}
+	}
+	fwd := map[string]int{}
+	for i, name := range u.ForwardHeaders {
+		fp := fmt.Sprintf("%s.forward_headers[%d]", p, i)
+		if !headerNameOK(name, fp, bad) {
+			continue
+		}
+		if j, dup := fwd[strings.ToLower(name)]; dup {
+			bad(fp, "same header as forward_headers[%d] (names are case-insensitive)", j)
+			continue
+		}
+		fwd[strings.ToLower(name)] = i
+	}
+}
+
+// headerNameOK reports whether name may be configured as a request header,
+// adding an error at path if not.
+func headerNameOK(name, path string, bad func(path, format string, args ...any)) bool {
+	switch {
+	case !isToken(name):
+		bad(path, "must be an HTTP header name (letters, digits and !#$%%&'*+-.^_`|~)")
+	case ReservedHeader(name):
+		bad(path, "%s %s and cannot be configured", name, reservedHeaders[strings.ToLower(name)])
+	default:
+		return true
+	}
+	return false
+}
+
+// isToken reports whether s is an RFC 7230 token: one or more tchar.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validateParams checks upstreams[i].unsupported_params.
+func validateParams(u *Upstream, p string, bad func(path, format string, args ...any)) {
+	seen := map[string]int{}
+	for i, name := range u.UnsupportedParams {
+		pp := fmt.Sprintf("%s.unsupported_params[%d]", p, i)
+		switch j, dup := seen[name]; {
+		case name == "":
+			bad(pp, "must not be empty")
+		case requiredParams[name]:
+			bad(pp, "%q is part of every chat request and cannot be unsupported", name)
+		case dup:
+			bad(pp, "%q is already listed at unsupported_params[%d]", name, j)
+		default:
+			seen[name] = i
+		}
+	}
 }
 
 func validAddr(a string) error {

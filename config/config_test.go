@@ -10,6 +10,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // noEnv is a lookup with no variable set, so tests are hermetic.
@@ -59,7 +61,12 @@ upstreams:
       llama-3.3-70b: llama-3.3-70b-versatile
     quota: {limit: 14400, unit: requests, period: day}
     quota_group: org_a
-    retry: {attempts: 2, backoff: 100ms}
+    retry: {attempts: 2, backoff: 100ms, max_retry_after: 5s}
+    headers:
+      X-Team: search
+    forward_headers: [X-Trace-Id]
+    unsupported_params: [logit_bias]
+    drop_params: true
   - name: hf_1
     provider: huggingface
     base_url: https://router.huggingface.co/v1/
@@ -106,10 +113,14 @@ func TestParseGood(t *testing.T) {
 				Name: "groq_1", Provider: ProviderGroq, BaseURL: "https://api.groq.com/openai/v1",
 				APIKey: "gsk_1", Priority: 1,
 				Timeout: 30 * time.Second, FirstTokenTimeout: 5 * time.Second, IdleTimeout: 7 * time.Second,
-				Models:     map[string]string{"llama-3.3-70b": "llama-3.3-70b-versatile"},
-				Quota:      Quota{Limit: 14400, Unit: UnitRequests, Period: PeriodDay},
-				QuotaGroup: "org_a",
-				Retry:      Retry{Attempts: 2, Backoff: 100 * time.Millisecond},
+				Models:            map[string]string{"llama-3.3-70b": "llama-3.3-70b-versatile"},
+				Quota:             Quota{Limit: 14400, Unit: UnitRequests, Period: PeriodDay},
+				QuotaGroup:        "org_a",
+				Retry:             Retry{Attempts: 2, Backoff: 100 * time.Millisecond, MaxRetryAfter: 5 * time.Second},
+				Headers:           map[string]string{"X-Team": "search"},
+				ForwardHeaders:    []string{"X-Trace-Id"},
+				UnsupportedParams: []string{"logit_bias"},
+				DropParams:        true,
 			},
 			{
 				Name: "hf_1", Provider: ProviderHuggingFace, BaseURL: "https://router.huggingface.co/v1",
@@ -118,6 +129,9 @@ func TestParseGood(t *testing.T) {
 				Models: map[string]string{"llama-3.3-70b": "llama-3.3-70b-versatile"},
 				Quota:  Quota{Limit: 2, Unit: UnitChars, Period: PeriodMonth},
 				Retry:  Retry{Backoff: 200 * time.Millisecond},
+				// Provider defaults, filled in by Parse.
+				ForwardHeaders:    []string{"X-HF-Bill-To"},
+				UnsupportedParams: []string{},
 			},
 		},
 	}
@@ -129,11 +143,12 @@ func TestParseGood(t *testing.T) {
 // TestParseFailureClosure has one case per decode failure and per rule of
 // Validate; each error must name the YAML path of the offending field.
 func TestParseFailureClosure(t *testing.T) {
-	cases := []struct {
+	type failCase struct {
 		name string
 		yaml string
 		want []string // substrings of the error, all required
-	}{
+	}
+	cases := []failCase{
 		// Decoding.
 		{"empty file", "", []string{"empty config"}},
 		{"only comments", "# nothing here\n\n", []string{"empty config"}},
@@ -251,12 +266,47 @@ func TestParseFailureClosure(t *testing.T) {
 		{"retry attempts high", withUpstream("    retry: {attempts: 11}\n"), []string{"upstreams[0].retry.attempts: must be between 0 and 10"}},
 		{"retry attempts negative", withUpstream("    retry: {attempts: -1}\n"), []string{"upstreams[0].retry.attempts: must be between 0 and 10"}},
 		{"retry backoff negative", withUpstream("    retry: {backoff: -1s}\n"), []string{"upstreams[0].retry.backoff: must not be negative"}},
+		{"max_retry_after negative", withUpstream("    retry: {max_retry_after: -1s}\n"), []string{"upstreams[0].retry.max_retry_after: must not be negative"}},
+		{"max_retry_after above 60s", withUpstream("    retry: {max_retry_after: 61s}\n"), []string{"upstreams[0].retry.max_retry_after: must be at most 60s"}},
+		{"max_retry_after not a duration", withUpstream("    retry: {max_retry_after: 5}\n"), []string{"upstreams[0].retry.max_retry_after: must be a duration"}},
+		{"headers not a mapping", withUpstream("    headers: [X-A]\n"), []string{"upstreams[0].headers: must be a mapping"}},
+		{"header value not a string", withUpstream("    headers: {X-A: [b]}\n"), []string{"upstreams[0].headers.X-A: must be a string"}},
+		{"header name with space", withUpstream("    headers: {'X Team': a}\n"), []string{"upstreams[0].headers.X Team: must be an HTTP header name"}},
+		{"header name with colon", withUpstream("    headers: {'X-Team:': a}\n"), []string{"upstreams[0].headers.X-Team:: must be an HTTP header name"}},
+		{"header name empty", withUpstream("    headers: {'': a}\n"), []string{"upstreams[0].headers.: must be an HTTP header name"}},
+		{"header name not ASCII", withUpstream("    headers: {X-Tëam: a}\n"), []string{"upstreams[0].headers.X-Tëam: must be an HTTP header name"}},
+		{"header reserved in any case", withUpstream("    headers: {authorization: Bearer x}\n"), []string{"upstreams[0].headers.authorization: authorization is set by the proxy from api_key and cannot be configured"}},
+		{"header names equal in another case", withUpstream("    headers: {X-Team: a, x-team: b}\n"), []string{`upstreams[0].headers.x-team: same header as "X-Team"`}},
+		{"header value LF", withUpstream("    headers: {X-A: \"a\\nX-Injected: 1\"}\n"), []string{"upstreams[0].headers.X-A: value must not contain CR, LF or NUL"}},
+		{"header value CR", withUpstream("    headers: {X-A: \"a\\rb\"}\n"), []string{"upstreams[0].headers.X-A: value must not contain CR, LF or NUL"}},
+		{"header value NUL", withUpstream("    headers: {X-A: \"a\\0b\"}\n"), []string{"upstreams[0].headers.X-A: value must not contain CR, LF or NUL"}},
+		{"forward_headers not a list", withUpstream("    forward_headers: X-A\n"), []string{"upstreams[0].forward_headers: must be a list"}},
+		{"forward_headers name not a token", withUpstream("    forward_headers: [X-A, 'X(B)']\n"), []string{"upstreams[0].forward_headers[1]: must be an HTTP header name"}},
+		{"forward_headers empty name", withUpstream("    forward_headers: ['']\n"), []string{"upstreams[0].forward_headers[0]: must be an HTTP header name"}},
+		{"forward_headers Authorization", withUpstream("    forward_headers: [Authorization]\n"), []string{"upstreams[0].forward_headers[0]: Authorization is set by the proxy from api_key"}},
+		{"forward_headers duplicate in another case", withUpstream("    forward_headers: [X-HF-Bill-To, x-hf-bill-to]\n"), []string{"upstreams[0].forward_headers[1]: same header as forward_headers[0]"}},
+		{"unsupported_params not a list", withUpstream("    unsupported_params: n\n"), []string{"upstreams[0].unsupported_params: must be a list"}},
+		{"unsupported_params empty name", withUpstream("    unsupported_params: [n, '']\n"), []string{"upstreams[0].unsupported_params[1]: must not be empty"}},
+		{"unsupported_params duplicate", withUpstream("    unsupported_params: [n, logprobs, n]\n"), []string{`upstreams[0].unsupported_params[2]: "n" is already listed at unsupported_params[0]`}},
+		{"unsupported_params model", withUpstream("    unsupported_params: [model]\n"), []string{`upstreams[0].unsupported_params[0]: "model" is part of every chat request`}},
+		{"unsupported_params messages", withUpstream("    unsupported_params: [n, messages]\n"), []string{`upstreams[0].unsupported_params[1]: "messages" is part of every chat request`}},
+		{"unsupported_params stream", withUpstream("    unsupported_params: [stream]\n"), []string{`upstreams[0].unsupported_params[0]: "stream" is part of every chat request`}},
+		{"drop_params not a bool", withUpstream("    drop_params: sometimes\n"), []string{"upstreams[0].drop_params: must be true or false"}},
 
 		// Several problems are all reported.
 		{"all problems reported", "log_level: loud\ncache: {namespace: 'a b'}\nupstreams:\n  - name: a\n    provider: x\n    base_url: https://x\n    quota: {unit: bytes}\n",
 			[]string{"log_level:", "cache.namespace:", "upstreams[0].provider:", "upstreams[0].quota.unit:"}},
 		{"all unknown keys reported", "listn: x\nupstreams:\n  - name: a\n    provider: groq\n    timout: 1s\n    prority: 1\n",
 			[]string{"listn: unknown key", "upstreams[0].timout: unknown key (line 5)", "upstreams[0].prority: unknown key (line 6)"}},
+	}
+	// Every reserved name, in both lists: one rule, so generated.
+	for _, h := range []string{"Authorization", "Host", "Content-Length", "Content-Type", "Content-Encoding",
+		"Accept", "Accept-Encoding", "X-Request-Id", "Transfer-Encoding", "Connection", "Keep-Alive",
+		"Proxy-Connection", "Proxy-Authorization", "Proxy-Authenticate", "TE", "Trailer", "Upgrade"} {
+		cases = append(cases,
+			failCase{"header reserved " + h, withUpstream("    headers: {" + h + ": x}\n"), []string{"upstreams[0].headers." + h + ": " + h + " is ", "and cannot be configured"}},
+			failCase{"forward_headers reserved " + h, withUpstream("    forward_headers: [X-A, " + h + "]\n"), []string{"upstreams[0].forward_headers[1]: " + h + " is ", "and cannot be configured"}},
+		)
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -463,6 +513,17 @@ func TestParseEnv(t *testing.T) {
 			},
 		},
 		{
+			name: "header values from env",
+			env:  map[string]string{"HF_BILL_TO": "my-org"},
+			yaml: withUpstream("    headers:\n      X-HF-Bill-To: ${HF_BILL_TO}\n      X-Unset: ${UNSET}\n      X-Default: ${UNSET:-d}\n"),
+			check: func(t *testing.T, c Config) {
+				want := map[string]string{"X-HF-Bill-To": "my-org", "X-Unset": "", "X-Default": "d"}
+				if got := c.Upstreams[0].Headers; !reflect.DeepEqual(got, want) {
+					t.Errorf("headers = %q, want %q", got, want)
+				}
+			},
+		},
+		{
 			name: "base_url from env with default",
 			yaml: withUpstream("    base_url: ${GROQ_URL:-http://127.0.0.1:9999/v1/}\n"),
 			check: func(t *testing.T, c Config) {
@@ -544,8 +605,9 @@ func TestParseEnvNotInErrors(t *testing.T) {
 		withUpstream("    api_key: ${K}\n    timeout: ${K}\n"),
 		withUpstream("    api_key: ${K}\n    priority: ${K}\n"),
 		withUpstream("    api_key: ${K}\n    provider: ${K}\n"),
+		withUpstream("    headers:\n      X-Key: ${K}\n      X-Bad: ${BAD}\n"),
 	} {
-		_, err := parse(strings.NewReader(y), envOf(map[string]string{"K": secret}))
+		_, err := parse(strings.NewReader(y), envOf(map[string]string{"K": secret, "BAD": "SECRET\r\nX: 1"}))
 		if err == nil {
 			t.Errorf("parse(%q) succeeded, want an error", y)
 			continue
@@ -616,6 +678,103 @@ upstreams:
 	for i, want := range []string{UnitRequests, UnitRequests, UnitRequests, UnitRequests, UnitTokens} {
 		if got := cfg.Upstreams[i].Quota.Unit; got != want {
 			t.Errorf("upstreams[%d].quota.unit = %q, want %q", i, got, want)
+		}
+	}
+}
+
+// TestParseProviderDefaults checks that after Parse forward_headers and
+// unsupported_params hold the effective lists: the provider default when
+// the key is left out or null, the file's list otherwise, with an explicit
+// [] meaning none. The lists are never nil after Parse.
+func TestParseProviderDefaults(t *testing.T) {
+	groqParams := []string{"n", "logprobs", "top_logprobs", "logit_bias"}
+	cases := []struct {
+		name        string
+		provider    string
+		fields      string
+		forward     []string
+		unsupported []string
+	}{
+		{"groq defaults", "groq", "", []string{}, groqParams},
+		{"huggingface defaults", "huggingface", "", []string{"X-HF-Bill-To"}, []string{}},
+		{"openai defaults", "openai", "", []string{}, []string{}},
+		{"groq explicit empty", "groq", "    unsupported_params: []\n    forward_headers: []\n", []string{}, []string{}},
+		{"huggingface explicit empty", "huggingface", "    forward_headers: []\n", []string{}, []string{}},
+		{"groq explicit null is the default", "groq", "    unsupported_params:\n    forward_headers: ~\n", []string{}, groqParams},
+		{"groq override", "groq", "    unsupported_params: [logit_bias, parallel_tool_calls]\n", []string{}, []string{"logit_bias", "parallel_tool_calls"}},
+		{"huggingface override", "huggingface", "    forward_headers: [X-HF-Bill-To, X-Trace-Id]\n    unsupported_params: [n]\n",
+			[]string{"X-HF-Bill-To", "X-Trace-Id"}, []string{"n"}},
+		{"openai block list", "openai", "    forward_headers:\n      - X-Trace-Id\n", []string{"X-Trace-Id"}, []string{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			y := "upstreams:\n  - name: a\n    provider: " + tc.provider + "\n" + tc.fields
+			cfg, err := parse(strings.NewReader(y), noEnv)
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			u := cfg.Upstreams[0]
+			if u.ForwardHeaders == nil || !reflect.DeepEqual(u.ForwardHeaders, tc.forward) {
+				t.Errorf("forward_headers = %#v, want %#v", u.ForwardHeaders, tc.forward)
+			}
+			if u.UnsupportedParams == nil || !reflect.DeepEqual(u.UnsupportedParams, tc.unsupported) {
+				t.Errorf("unsupported_params = %#v, want %#v", u.UnsupportedParams, tc.unsupported)
+			}
+			if u.DropParams || u.Headers != nil || u.Retry.MaxRetryAfter != 0 {
+				t.Errorf("drop_params, headers, max_retry_after = %v, %v, %v; want false, none, 0", u.DropParams, u.Headers, u.Retry.MaxRetryAfter)
+			}
+		})
+	}
+}
+
+// TestParseProviderDefaultsNotShared checks that each upstream gets its own
+// copy of a default list: changing one upstream's list (or the defaults
+// table) after Parse changes nothing else.
+func TestParseProviderDefaultsNotShared(t *testing.T) {
+	cfg, err := parse(strings.NewReader(withUpstream("  - name: b\n    provider: groq\n")), noEnv)
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	cfg.Upstreams[0].UnsupportedParams[0] = "changed"
+	if got := cfg.Upstreams[1].UnsupportedParams[0]; got != "n" {
+		t.Errorf("upstreams[1].unsupported_params[0] = %q after editing upstreams[0]'s, want n", got)
+	}
+	if got := DefaultUnsupportedParams[ProviderGroq][0]; got != "n" {
+		t.Errorf("DefaultUnsupportedParams[groq][0] = %q after editing a parsed list, want n", got)
+	}
+}
+
+// TestYAMLEmptyListIsNotNil pins the yaml.v3 behaviour the provider
+// defaults rely on: "key: []" decodes to an empty, non-nil slice, while a
+// missing key or "key:" (null) leaves the field nil.
+func TestYAMLEmptyListIsNotNil(t *testing.T) {
+	var v struct {
+		Empty   []string `yaml:"empty"`
+		Null    []string `yaml:"null"`
+		Missing []string `yaml:"missing"`
+	}
+	if err := yaml.Unmarshal([]byte("empty: []\nnull:\n"), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Empty == nil || len(v.Empty) != 0 {
+		t.Errorf("empty: [] decoded as %#v, want []string{}", v.Empty)
+	}
+	if v.Null != nil || v.Missing != nil {
+		t.Errorf("null, missing decoded as %#v, %#v; want nil, nil", v.Null, v.Missing)
+	}
+}
+
+func TestReservedHeader(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{"Authorization", true}, {"authorization", true}, {"HOST", true}, {"Te", true},
+		{"Accept-Encoding", true}, {"Proxy-Authorization", true},
+		{"X-HF-Bill-To", false}, {"X-Authorization", false}, {"Accept-Language", false}, {"", false},
+	} {
+		if got := ReservedHeader(tc.name); got != tc.want {
+			t.Errorf("ReservedHeader(%q) = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

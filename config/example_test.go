@@ -49,3 +49,31 @@ upstreams:
 	// upstreams[1].timout: unknown key (line 8)
 	// upstreams[0].base_url: must be an http(s) URL
 }
+
+// Left out, forward_headers and unsupported_params take the provider's
+// defaults; an explicit [] means none.
+func ExampleParse_providerDefaults() {
+	cfg, err := config.Parse(strings.NewReader(`
+upstreams:
+  - name: groq_1
+    provider: groq
+  - name: hf_1
+    provider: huggingface
+    headers:
+      X-HF-Bill-To: my-org
+  - name: hf_2
+    provider: huggingface
+    forward_headers: []
+`))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, u := range cfg.Upstreams {
+		fmt.Println(u.Name, u.ForwardHeaders, u.UnsupportedParams, u.Headers)
+	}
+	// Output:
+	// groq_1 [] [n logprobs top_logprobs logit_bias] map[]
+	// hf_1 [X-HF-Bill-To] [] map[X-HF-Bill-To:my-org]
+	// hf_2 [] [] map[]
+}

@@ -5,10 +5,16 @@
 // event stream guarded by first-token and idle watchdogs. It also parses the
 // rate-limit headers and classifies each answer for the routing policy.
 //
+// The outgoing request carries the upstream's static headers and the
+// client headers it forwards (config's headers and forward_headers), and
+// asks for no compression; an answer compressed anyway (gzip, deflate, br
+// when buffered) is decoded under the same size caps.
+//
 // Only this package speaks the fasthttp client.
 package upstream
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -16,6 +22,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +45,10 @@ var (
 	// ErrBusy: every pooled connection to the upstream is in use, and none
 	// freed up in time. It is our own limit, not the upstream's failure.
 	ErrBusy = errors.New("connection pool exhausted")
+	// ErrContentEncoding: a 2xx answer came in a Content-Encoding the
+	// client cannot decode (anything but gzip, deflate and, for buffered
+	// answers, br). We ask for none, so it is the upstream's fault.
+	ErrContentEncoding = errors.New("unsupported Content-Encoding")
 )
 
 // maxErrorBody caps how much of a non-2xx body is read: error bodies are
@@ -62,10 +73,15 @@ type Client struct {
 	modelsURI  string
 	host       string
 	authHeader string
+	static     []staticHeader       // headers with a value, sorted by name
+	forward    []string             // forward_headers, minus those static sets
 	plain      *fasthttp.HostClient // buffered answers, whole-response deadline
 	stream     *fasthttp.HostClient // streamed answers, idle-extending read deadline
 	conns      connTable            // the stream client's open connections
 }
+
+// staticHeader is one of upstreams[].headers.
+type staticHeader struct{ key, value string }
 
 // New builds the client for u. It dials nothing yet.
 func New(u config.Upstream) (*Client, error) {
@@ -94,6 +110,9 @@ func New(u config.Upstream) (*Client, error) {
 	}
 	if u.APIKey != "" {
 		c.authHeader = "Bearer " + u.APIKey
+	}
+	if err := c.initHeaders(); err != nil {
+		return nil, err
 	}
 	newHC := func(maxConns int, dial fasthttp.DialFunc) *fasthttp.HostClient {
 		return &fasthttp.HostClient{
@@ -128,8 +147,79 @@ func New(u config.Upstream) (*Client, error) {
 	return c, nil
 }
 
+// initHeaders precomputes the static and forwarded headers, so Do only
+// sets them. Config.Validate has checked them; the checks here keep a
+// hand-built config.Upstream from forwarding the client's Authorization or
+// injecting a header line. Nil lists are the provider defaults, as after
+// config.Parse, and c.cfg is left holding the effective lists.
+func (c *Client) initHeaders() error {
+	u := &c.cfg
+	bad := func(what, name string) error {
+		return fmt.Errorf("upstream %s: %s: %q cannot be sent (set by the proxy, hop-by-hop, or not a header name)", u.Name, what, name)
+	}
+	names := make([]string, 0, len(u.Headers))
+	for k := range u.Headers {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		v := u.Headers[k]
+		if config.ReservedHeader(k) || !validHeaderText(k) || k == "" || !validHeaderText(v) {
+			return bad("headers", k)
+		}
+		if v != "" { // an unset ${VAR}: not sent
+			c.static = append(c.static, staticHeader{k, v})
+		}
+	}
+	// Our own copies, never nil (as after config.Parse).
+	if u.ForwardHeaders == nil {
+		u.ForwardHeaders = config.DefaultForwardHeaders[u.Provider]
+	}
+	u.ForwardHeaders = append([]string{}, u.ForwardHeaders...)
+	for _, k := range u.ForwardHeaders {
+		if config.ReservedHeader(k) || !validHeaderText(k) || k == "" {
+			return bad("forward_headers", k)
+		}
+		if !slices.ContainsFunc(c.static, func(h staticHeader) bool { return strings.EqualFold(h.key, k) }) {
+			c.forward = append(c.forward, k)
+		}
+	}
+	if u.UnsupportedParams == nil {
+		u.UnsupportedParams = config.DefaultUnsupportedParams[u.Provider]
+	}
+	u.UnsupportedParams = append([]string{}, u.UnsupportedParams...)
+	return nil
+}
+
+// validHeaderText reports whether s can go in a header line as it is: no
+// CR, LF or NUL.
+func validHeaderText[T string | []byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '\r' || c == '\n' || c == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // Configured reports whether the upstream has an API key.
 func (c *Client) Configured() bool { return c.authHeader != "" }
+
+// UnsupportedParams returns the top-level request parameters this upstream
+// answers 400 to: upstreams[].unsupported_params, or the provider's
+// default when the config left it out. The slice is shared: callers must
+// not modify it.
+func (c *Client) UnsupportedParams() []string { return c.cfg.UnsupportedParams }
+
+// DropParams reports whether a request using UnsupportedParams is sent
+// without them (true) or skips this upstream (false, the default):
+// upstreams[].drop_params.
+func (c *Client) DropParams() bool { return c.cfg.DropParams }
+
+// MaxRetryAfter returns the longest 429 retry-after this upstream waits
+// out before retrying itself instead of failing over:
+// upstreams[].retry.max_retry_after. 0 (the default) means never wait.
+func (c *Client) MaxRetryAfter() time.Duration { return c.cfg.Retry.MaxRetryAfter }
 
 // Config returns the upstream's configuration. Callers must not print its
 // APIKey.
@@ -268,6 +358,13 @@ type Request struct {
 	Stream bool
 	// RequestID is forwarded as X-Request-Id.
 	RequestID string
+	// ClientHeader returns the value of the client's request header name
+	// (nil or empty when absent). Do calls it, before sending, for each of
+	// the upstream's forward_headers and sends the non-empty values; a
+	// value holding CR, LF or NUL is not sent. It is not called after Do
+	// returns, so a closure over the handler's request is fine as long as
+	// Do runs inside the handler. Nil: no client header is forwarded.
+	ClientHeader func(name string) []byte
 }
 
 // Header is one response header kept for the client.
@@ -303,14 +400,13 @@ func (c *Client) Do(r *Request) (*Response, error) {
 	defer fasthttp.ReleaseRequest(req)
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.SetRequestURI(c.chatURI)
-	req.Header.SetHost(c.host)
+	c.setHeaders(&req.Header, r.ClientHeader)
 	req.Header.SetContentType("application/json")
 	if r.Stream {
 		req.Header.Set("Accept", "text/event-stream")
 	} else {
 		req.Header.Set("Accept", "application/json")
 	}
-	req.Header.Set("Authorization", c.authHeader)
 	if r.RequestID != "" {
 		req.Header.Set("X-Request-Id", r.RequestID)
 	}
@@ -341,29 +437,81 @@ func (c *Client) Do(r *Request) (*Response, error) {
 	out.Headers = keptHeaders(&resp.Header)
 	out.RateLimit = ParseRateLimit(&resp.Header, time.Now())
 
-	if r.Stream && out.Status/100 == 2 && resp.BodyStream() != nil && isEventStream(out.Header("Content-Type")) {
-		out.Stream = newStream(c.Name, resp, c.cfg.FirstTokenTimeout-out.Latency, c.cfg.IdleTimeout)
+	// We ask for no encoding (Accept-Encoding: identity), but a server or
+	// CDN may compress anyway: decode rather than take gzip for bad JSON.
+	// Content-Encoding itself is never relayed (see keptHeaders).
+	enc := contentEncoding(&resp.Header)
+	var encName string // for an error naming an encoding we cannot decode
+	if enc == encOther {
+		encName = string(resp.Header.ContentEncoding())
+	}
+	ok := out.Status/100 == 2
+	if r.Stream && ok && resp.BodyStream() != nil && isEventStream(out.Header("Content-Type")) {
+		if enc == encBrotli || enc == encOther {
+			if encName == "" {
+				encName = enc.String()
+			}
+			err := fmt.Errorf("upstream %s: %w %q on an event stream", c.Name, ErrContentEncoding, encName)
+			closeBody(resp, err)
+			fasthttp.ReleaseResponse(resp)
+			return nil, err
+		}
+		out.Stream = newStream(c.Name, resp, enc, c.cfg.FirstTokenTimeout-out.Latency, c.cfg.IdleTimeout)
 		return out, nil
 	}
 	// Buffered: plain answers, errors, and a "stream" that came back as JSON.
 	limit := MaxPlainBody
-	if out.Status/100 != 2 {
+	if !ok {
 		limit = maxErrorBody
 	}
 	body, err := readCapped(resp, limit)
 	fasthttp.ReleaseResponse(resp)
-	if err != nil {
-		if out.Status/100 != 2 && errors.Is(err, errBodyCapped) {
-			out.Body = body // an error body cut at the cap still says why
-			return out, nil
-		}
+	// An error body cut at the cap still says why.
+	if err != nil && (ok || !errors.Is(err, errBodyCapped)) {
 		return nil, c.wrapErr(err, r.Stream)
+	}
+	if enc != encIdentity && len(body) > 0 {
+		// Decoded under the same cap: a small compressed body must not
+		// become a large allocation.
+		decoded, err := decodeCapped(enc, body, limit)
+		switch {
+		case err == nil:
+		case !ok:
+			// The status says what happened; keep whatever decoded
+			// (a body cut at the cap ends in a truncated stream).
+		case enc == encOther:
+			return nil, fmt.Errorf("upstream %s: %w %q", c.Name, ErrContentEncoding, encName)
+		default:
+			return nil, fmt.Errorf("upstream %s: decoding %s body: %w", c.Name, enc, err)
+		}
+		body = decoded
 	}
 	out.Body = body
 	if !r.Stream {
 		out.Latency = time.Since(start)
 	}
 	return out, nil
+}
+
+// setHeaders sets the headers every request to this upstream carries: the
+// static headers, the client's forwarded ones, Host, Authorization and
+// Accept-Encoding. The proxy's own are set last, so they win even over a
+// hand-built config that Validate never saw.
+func (c *Client) setHeaders(h *fasthttp.RequestHeader, client func(string) []byte) {
+	for i := range c.static {
+		h.Set(c.static[i].key, c.static[i].value)
+	}
+	if client != nil {
+		for _, k := range c.forward {
+			if v := client(k); len(v) > 0 && validHeaderText(v) {
+				h.SetBytesV(k, v)
+			}
+		}
+	}
+	h.SetHost(c.host)
+	h.Set("Authorization", c.authHeader)
+	// Without Accept-Encoding any coding is acceptable (RFC 9110 12.5.3).
+	h.Set("Accept-Encoding", "identity")
 }
 
 func (c *Client) wrapErr(err error, stream bool) error {
@@ -394,25 +542,114 @@ func readCapped(resp *fasthttp.Response, limit int) ([]byte, error) {
 		}
 		return append([]byte(nil), b...), nil
 	}
-	rc, _ := s.(fasthttp.ReadCloserWithError)
-	closeWith := func(err error) {
-		if rc != nil {
-			_ = rc.CloseWithError(err)
-		} else {
-			_ = resp.CloseBodyStream()
-		}
-	}
 	buf, err := io.ReadAll(io.LimitReader(s, int64(limit)+1))
 	switch {
 	case err != nil:
-		closeWith(err)
+		closeBody(resp, err)
 		return buf, err
 	case len(buf) > limit:
-		closeWith(errBodyCapped)
+		closeBody(resp, errBodyCapped)
 		return buf[:limit], errBodyCapped
 	}
-	closeWith(nil)
+	closeBody(resp, nil)
 	return buf, nil
+}
+
+// closeBody releases resp's body stream: a nil err after the body was read
+// to its end lets the connection be reused, any other err closes it.
+func closeBody(resp *fasthttp.Response, err error) {
+	if rc, ok := resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
+		_ = rc.CloseWithError(err)
+	} else {
+		_ = resp.CloseBodyStream()
+	}
+}
+
+// encoding is a response's Content-Encoding, as far as we can decode it.
+type encoding uint8
+
+const (
+	encIdentity encoding = iota // none
+	encGzip                     // gzip, x-gzip
+	encDeflate                  // deflate: zlib (RFC 1950) data, as RFC 9110 defines it
+	encBrotli                   // br: decoded for buffered answers only
+	encOther                    // anything else, including a list of codings
+)
+
+func (e encoding) String() string {
+	switch e {
+	case encIdentity:
+		return "identity"
+	case encGzip:
+		return "gzip"
+	case encDeflate:
+		return "deflate"
+	case encBrotli:
+		return "br"
+	}
+	return "unsupported"
+}
+
+func contentEncoding(h *fasthttp.ResponseHeader) encoding {
+	v := bytes.TrimSpace(h.ContentEncoding())
+	switch {
+	case len(v) == 0 || equalFold(v, "identity"):
+		return encIdentity
+	case equalFold(v, "gzip") || equalFold(v, "x-gzip"):
+		return encGzip
+	case equalFold(v, "deflate"):
+		return encDeflate
+	case equalFold(v, "br"):
+		return encBrotli
+	}
+	return encOther
+}
+
+// decodeCapped decodes a whole buffered body, keeping at most limit bytes:
+// past that it returns the first limit bytes and errBodyCapped, having
+// decompressed at most one chunk more, so a zip bomb costs no more than
+// about twice limit in allocations. On a decoding error it returns what
+// was decoded before it. fasthttp's decoders are pooled.
+func decodeCapped(enc encoding, raw []byte, limit int) ([]byte, error) {
+	w := cappedWriter{limit: limit}
+	var err error
+	switch enc {
+	case encIdentity:
+		return raw, nil
+	case encGzip:
+		_, err = fasthttp.WriteGunzip(&w, raw)
+	case encDeflate:
+		_, err = fasthttp.WriteInflate(&w, raw)
+	case encBrotli:
+		_, err = fasthttp.WriteUnbrotli(&w, raw)
+	default:
+		return nil, ErrContentEncoding
+	}
+	return w.b, err
+}
+
+// cappedWriter keeps what is written up to limit bytes and fails the write
+// that would exceed it, which stops the decoder writing into it. It grows
+// its buffer by doubling, up to limit: append grows large slices by only
+// 1.25x, which would allocate five times the body on the way to a 32 MiB
+// cap; doubling allocates at most twice the cap.
+type cappedWriter struct {
+	b     []byte
+	limit int
+}
+
+func (w *cappedWriter) Write(p []byte) (int, error) {
+	n := min(len(p), w.limit-len(w.b))
+	if need := len(w.b) + n; need > cap(w.b) {
+		nb := make([]byte, len(w.b), min(w.limit, max(2*cap(w.b), need, 4096)))
+		copy(nb, w.b)
+		w.b = nb
+	}
+	w.b = append(w.b, p[:n]...)
+	if n < len(p) {
+		return n, errBodyCapped
+	}
+	return n, nil
 }
 
 func isEventStream(ct string) bool {

@@ -1,12 +1,15 @@
 package upstream
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zlib"
 	"github.com/valyala/fasthttp"
 
 	"switchyard/sse"
@@ -33,13 +36,23 @@ type Stream struct {
 	FirstEvent time.Time
 }
 
-func newStream(name string, resp *fasthttp.Response, first, idle time.Duration) *Stream {
+// newStream takes over resp, whose body is in Content-Encoding enc
+// (identity, gzip or deflate).
+func newStream(name string, resp *fasthttp.Response, enc encoding, first, idle time.Duration) *Stream {
 	body, ok := resp.BodyStream().(fasthttp.ReadCloserWithError)
 	if !ok {
 		panic("BUG: fasthttp streamed body does not implement ReadCloserWithError")
 	}
 	s := &Stream{name: name, resp: resp, body: body, idle: idle, start: time.Now()}
-	s.events = sse.NewReader(body, 0)
+	var src io.Reader = body
+	switch enc {
+	case encIdentity:
+	case encGzip, encDeflate:
+		src = &decodingReader{enc: enc, src: body}
+	default:
+		panic("BUG: newStream called for a " + enc.String() + " body")
+	}
+	s.events = sse.NewReader(src, 0)
 	if first <= 0 {
 		first = time.Millisecond
 	}
@@ -120,7 +133,10 @@ func (s *Stream) drain() error {
 	return errTrailingData
 }
 
-var errTrailingData = errors.New("data after the end of the stream")
+var (
+	errTrailingData = errors.New("data after the end of the stream")
+	errAfterZlib    = errors.New("data after the end of the deflate stream")
+)
 
 // Close stops the watchdog and releases the upstream response. With a nil
 // err it first drains the stream, and the connection is reused if that
@@ -140,4 +156,66 @@ func (s *Stream) Close(err error) {
 	_ = s.body.CloseWithError(err)
 	s.mu.Unlock()
 	fasthttp.ReleaseResponse(s.resp)
+}
+
+// decodingReader decompresses a streamed body. The decoder is made on the
+// first Read, because making it reads the gzip or zlib header: that wait
+// on the upstream then happens in Next, under the watchdog. Decoding
+// errors (a corrupt or cut stream: gzip.ErrChecksum, io.ErrUnexpectedEOF,
+// ...) are returned from Read as they are, and Next reports them as stream
+// read errors. Decompressed size needs no cap here: the SSE reader bounds
+// each event and the watchdog the stream.
+//
+// The body is read to its end before the decoder's io.EOF is returned, or
+// Close could not reuse the connection: gzip does so itself (it looks for
+// a next member), zlib stops at its checksum, so Read checks that the body
+// ends there.
+type decodingReader struct {
+	enc encoding
+	src io.Reader
+	dec io.Reader
+	err error // from making the decoder; sticky
+}
+
+func (d *decodingReader) Read(p []byte) (int, error) {
+	if d.dec == nil {
+		if d.err != nil {
+			return 0, d.err
+		}
+		if d.enc == encGzip {
+			d.dec, d.err = gzip.NewReader(d.src)
+		} else {
+			// zlib would wrap a reader that is not an io.ByteReader in
+			// its own bufio.Reader, hiding what follows its end from
+			// bodyEnd: give it ours.
+			br := bufio.NewReader(d.src)
+			d.src = br
+			d.dec, d.err = zlib.NewReader(br)
+		}
+		if d.err != nil {
+			d.dec = nil // zlib returns a non-nil reader with its error
+			return 0, d.err
+		}
+	}
+	n, err := d.dec.Read(p)
+	if err == io.EOF && d.enc == encDeflate {
+		err = bodyEnd(d.src)
+	}
+	return n, err
+}
+
+// bodyEnd reads r's end: io.EOF when nothing follows, errAfterZlib when
+// something does, or r's read error.
+func bodyEnd(r io.Reader) error {
+	var b [1]byte
+	for range 100 { // a reader may return 0, nil; not forever
+		n, err := r.Read(b[:])
+		if n > 0 {
+			return errAfterZlib
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return io.ErrNoProgress
 }

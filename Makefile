@@ -40,13 +40,16 @@ fuzz:
 	$(FUZZ) FuzzDerive ./cachekey
 	$(FUZZ) FuzzMembers ./jsonscan
 	$(FUZZ) FuzzReader ./sse
-	$(FUZZ) FuzzRewriteModel ./upstream
+	$(FUZZ) FuzzDeleteMember ./jsonscan
+	$(FUZZ) FuzzRewriteModel ./openai
+	$(FUZZ) FuzzStreamToCompletion ./openai
+	$(FUZZ) FuzzRoundTrip ./openai
+	$(FUZZ) FuzzClassify ./verdict
 	$(FUZZ) FuzzDecodeEntry ./cache
-	$(FUZZ) FuzzStreamToCompletion ./cache
 
 # The performance harness (issue 6): builds switchyard from the tree, starts a
 # fake upstream, a bare fasthttp pass-through and memcached on 127.0.0.1, and
 # prints per-scenario figures and the ratios against the targets (~2 min).
-# Hot-path allocations: go test -run '^$$' -bench . -benchmem ./proxy ./upstream ./sse ./cachekey ./jsonscan
+# Hot-path allocations: go test -run '^$$' -bench . -benchmem ./proxy ./upstream ./openai ./sse ./cachekey ./jsonscan
 bench:
 	go run ./integration/bench -duration 10s

@@ -174,7 +174,7 @@ func policySpecs(cfg config.Config) ([]policy.UpstreamSpec, policy.Options) {
 			Priority:   u.Priority,
 			QuotaGroup: u.QuotaGroup,
 			Quota:      policy.Quota{Limit: u.Quota.Limit, Unit: u.Quota.Unit, Period: u.Quota.Period},
-			Retry:      policy.Retry{Attempts: u.Retry.Attempts, Backoff: u.Retry.Backoff},
+			Retry:      policy.Retry{Attempts: u.Retry.Attempts, Backoff: u.Retry.Backoff, MaxRetryAfter: u.Retry.MaxRetryAfter},
 		})
 	}
 	w := cfg.Routing.Weights

@@ -15,10 +15,10 @@
 //     dropped or replaced it.
 //
 // Both stores hold opaque byte values. The proxy stores one [Entry] per
-// cache key, encoded with [EncodeEntry]. [StreamToCompletion] and
-// [CompletionToStream] convert between the streaming (SSE of
-// chat.completion.chunk objects) and plain (chat.completion JSON) forms, so
-// one entry answers both kinds of request.
+// cache key, encoded with [EncodeEntry]. The proxy converts between the
+// streaming (SSE of chat.completion.chunk objects) and plain
+// (chat.completion JSON) forms with openai.StreamToCompletion and
+// openai.CompletionToStream, so one entry answers both kinds of request.
 //
 // Embedded and Memcached also implement a shared counter (Incr and Value)
 // used for quota accounting. Counters in [Embedded] live apart from the LRU

@@ -11,7 +11,7 @@ import (
 )
 
 // Entry is one stored answer. The same entry answers plain and streaming
-// requests: see StreamToCompletion and CompletionToStream.
+// requests: see openai.StreamToCompletion and openai.CompletionToStream.
 type Entry struct {
 	// Stream reports that Body is the raw SSE byte stream as the upstream
 	// sent it (ending with "data: [DONE]"); otherwise Body is a

@@ -296,7 +296,9 @@ type Quota struct {
 	Limit int64 `yaml:"limit"`
 	// Unit is requests (default), tokens or chars.
 	Unit string `yaml:"unit"`
-	// Period is day (default) or month, in UTC.
+	// Period is day or month, in UTC. Default day, except month for
+	// provider huggingface (its credits are monthly). A 402 (credits
+	// exhausted) disables the upstream's quota group until the period ends.
 	Period string `yaml:"period"`
 }
 
@@ -358,6 +360,11 @@ func (u *Upstream) applyDefaults() {
 	}
 	if u.Quota.Period == "" {
 		u.Quota.Period = PeriodDay
+		if u.Provider == ProviderHuggingFace {
+			// HuggingFace's allowance is monthly credits: a 402 lasts
+			// until the month ends.
+			u.Quota.Period = PeriodMonth
+		}
 	}
 	if u.Retry.Backoff == 0 {
 		u.Retry.Backoff = 200 * time.Millisecond

@@ -660,8 +660,12 @@ upstreams:
 		if u.Timeout != 60*time.Second || u.IdleTimeout != 10*time.Second {
 			t.Errorf("upstreams[%d] timeout, idle_timeout = %v, %v; want 60s, 10s", i, u.Timeout, u.IdleTimeout)
 		}
-		if u.Quota.Period != PeriodDay || u.Quota.Limit != 0 {
-			t.Errorf("upstreams[%d].quota = %+v, want period day, limit 0", i, u.Quota)
+		wantPeriod := PeriodDay
+		if u.Provider == ProviderHuggingFace {
+			wantPeriod = PeriodMonth // monthly credits
+		}
+		if u.Quota.Period != wantPeriod || u.Quota.Limit != 0 {
+			t.Errorf("upstreams[%d].quota = %+v, want period %s, limit 0", i, u.Quota, wantPeriod)
 		}
 		if u.Retry != (Retry{Backoff: 200 * time.Millisecond}) {
 			t.Errorf("upstreams[%d].retry = %+v, want backoff 200ms, no attempts", i, u.Retry)

@@ -569,7 +569,7 @@ func TestSecretsNeverExposed(t *testing.T) {
 		t.Errorf("cut stream without an in-band error: %q", b)
 	}
 	c.SetHandler(statusHandler(500, `{"error":{"message":"c failed too"}}`))
-	if b := send("everything fails", obsBody("p3", false), 0); !strings.Contains(string(b), "all upstreams failed") {
+	if b := send("everything fails: c's own error relayed", obsBody("p3", false), 0); !strings.Contains(string(b), "c failed too") {
 		t.Errorf("all failed: %s", b)
 	}
 	send("wrong inbound key", obsBody("p4", false), 401, "Authorization", "Bearer "+inbound+"-wrong")

@@ -477,8 +477,9 @@ func TestDecisionLog(t *testing.T) {
 }
 
 // TestHuggingFace402OnlyUpstream: HuggingFace's out-of-credits 402 (a string
-// error) from the only upstream becomes a 429 in OpenAI's shape with a
-// Retry-After SDKs still honour.
+// error) from the only upstream becomes OpenAI's 429 insufficient_quota,
+// with a truthful Retry-After (the month's end, unless the month ends
+// within two minutes) and x-should-retry: false, so SDKs do not retry.
 func TestHuggingFace402OnlyUpstream(t *testing.T) {
 	hf := newFake(t, statusHandler(402, `{"error": "You have exceeded your monthly included credits for Inference Providers. Subscribe to PRO to get 20x more monthly included credits."}`))
 	u := strings.Replace(upstreamYAML("hf", hf.BaseURL(), "hf_key", 1, ""), "provider: openai", "provider: huggingface", 1)
@@ -489,16 +490,17 @@ func TestHuggingFace402OnlyUpstream(t *testing.T) {
 		if r.StatusCode != 429 {
 			t.Fatalf("request %d: status %d, want 429: %s", i, r.StatusCode, body)
 		}
-		apiErr(t, body)
-		var e struct {
-			Error map[string]any `json:"error"`
+		if _, typ, code := apiErr(t, body); typ != "insufficient_quota" || code != "insufficient_quota" {
+			t.Errorf("request %d: type %q code %q, want insufficient_quota", i, typ, code)
 		}
-		if err := json.Unmarshal(body, &e); err != nil || e.Error == nil {
-			t.Errorf("error is not an object: %s", body)
+		if r.Header.Get("x-should-retry") != "false" {
+			t.Errorf("request %d: x-should-retry %q, want false", i, r.Header.Get("x-should-retry"))
 		}
+		now := time.Now().UTC()
+		monthEnd := time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC)
 		ra, err := strconv.Atoi(r.Header.Get("Retry-After"))
-		if err != nil || ra < 1 || ra > 120 {
-			t.Errorf("request %d: Retry-After %q, want 1..120", i, r.Header.Get("Retry-After"))
+		if want := int(monthEnd.Sub(now) / time.Second); err != nil || ra < want-5 || ra > want+5 {
+			t.Errorf("request %d: Retry-After %q, want about %d (the month's end)", i, r.Header.Get("Retry-After"), want)
 		}
 	}
 	if hf.Calls() != 1 {

@@ -23,9 +23,10 @@ import (
 // encoding/json's limit.
 const MaxDepth = 10000
 
-// Span is the byte range b[Start:End] of a member's value. The zero Span
-// means the member is absent.
-type Span struct{ Start, End int }
+// Span is the byte range b[Start:End] of a member's value; Key is where
+// the member's quoted name starts, so b[Key:End] is the whole member. The
+// zero Span means the member is absent.
+type Span struct{ Key, Start, End int }
 
 // Found reports whether the member was present.
 func (s Span) Found() bool { return s.End > s.Start }
@@ -65,6 +66,7 @@ func scan(b []byte, keys []string, spans []Span) (object, ok bool) {
 	i := skipWS(b, 0)
 	object = i < len(b) && b[i] == '{'
 	key := -1     // index in keys of the top-level member being read
+	keyStart := 0 // where that member's name starts
 	valStart := 0 // where that member's value starts
 	for {
 		// A value starts at b[i] (after whitespace).
@@ -91,6 +93,9 @@ func scan(b []byte, keys []string, spans []Span) (object, ok bool) {
 			}
 			stack = append(stack, c)
 			if c == '{' {
+				if len(stack) == 1 {
+					keyStart = i
+				}
 				if i, key, ok = memberName(b, keys, i, key, len(stack)); !ok {
 					return false, false
 				}
@@ -127,7 +132,7 @@ func scan(b []byte, keys []string, spans []Span) (object, ok bool) {
 				return object, skipWS(b, i) == len(b)
 			}
 			if n == 1 && key >= 0 {
-				spans[key] = Span{valStart, i}
+				spans[key] = Span{keyStart, valStart, i}
 				key = -1
 			}
 			i = skipWS(b, i)
@@ -138,7 +143,11 @@ func scan(b []byte, keys []string, spans []Span) (object, ok bool) {
 			if b[i] == ',' {
 				i++
 				if top == '{' {
-					if i, key, ok = memberName(b, keys, skipWS(b, i), key, len(stack)); !ok {
+					i = skipWS(b, i)
+					if n == 1 {
+						keyStart = i
+					}
+					if i, key, ok = memberName(b, keys, i, key, len(stack)); !ok {
 						return false, false
 					}
 				}
@@ -319,4 +328,91 @@ func literal(b []byte, i int, lit string) (int, bool) {
 		return i, false
 	}
 	return i + len(lit), true
+}
+
+// Elements calls fn with the byte span of each element of the JSON array
+// b, in order, and stops early when fn returns false. b must be valid JSON
+// (Members said so): on anything else Elements stops without panicking,
+// and the spans it reported may be arbitrary. A b that is not an array
+// has no elements.
+func Elements(b []byte, fn func(start, end int) bool) {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return
+	}
+	i = skipWS(b, i+1)
+	for i < len(b) && b[i] != ']' {
+		end := skipValue(b, i)
+		if end <= i || !fn(i, end) {
+			return
+		}
+		i = skipWS(b, end)
+		if i < len(b) && b[i] == ',' {
+			i = skipWS(b, i+1)
+		}
+	}
+}
+
+// DeleteMember returns b without the top-level member at sp (a Span from
+// Members on b), and without the comma that separated it from its
+// neighbour, so the result is valid JSON when b was. b is not modified.
+func DeleteMember(b []byte, sp Span) []byte {
+	if !sp.Found() {
+		return b
+	}
+	from, to := sp.Key, sp.End
+	if j := skipWS(b, to); j < len(b) && b[j] == ',' {
+		to = skipWS(b, j+1) // the member had a successor: take the comma after it
+	} else {
+		k := from - 1 // the last member: take the comma before it
+		for k >= 0 && (b[k] == ' ' || b[k] == '\t' || b[k] == '\n' || b[k] == '\r') {
+			k--
+		}
+		if k >= 0 && b[k] == ',' {
+			from = k
+		}
+	}
+	out := make([]byte, 0, len(b)-(to-from))
+	out = append(out, b[:from]...)
+	return append(out, b[to:]...)
+}
+
+// skipValue returns the index after the valid JSON value starting at b[i]
+// (-1 when it does not end).
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		end, ok := str(b, i)
+		if !ok {
+			return -1
+		}
+		return end
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				end, ok := str(b, i)
+				if !ok {
+					return -1
+				}
+				i = end
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return -1
+	default:
+		for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
+			i++
+		}
+		return i
+	}
 }

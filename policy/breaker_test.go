@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"switchyard/verdict"
 )
 
 const testDelay = 50 * time.Millisecond
@@ -23,8 +23,8 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	p := mustNew(t, specs("a", "b"), breakerOpts(c, lb))
 	ts := targets("m", "a", "b")
 	for i := range 5 {
-		a, err := p.Do("a", "m", run(Failure))
-		if err != nil || a.Outcome != Failure {
+		a, err := p.Do("a", "m", run(verdict.Failure))
+		if err != nil || a.Outcome != verdict.Failure {
 			t.Fatalf("Do #%d = %+v, %v", i, a, err)
 		}
 		p.Observe("a", "m", fail())
@@ -42,7 +42,7 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	}
 	called := false
 	_, err := p.Do("a", "m", func() (Attempt, error) { called = true; return Attempt{}, nil })
-	if !errors.Is(err, circuitbreaker.ErrOpen) || called {
+	if !errors.Is(err, ErrBreakerOpen) || called {
 		t.Fatalf("Do on open breaker: err = %v, called = %v", err, called)
 	}
 	if st := p.Snapshot()[0]; st.Breaker != "open" || st.Breakers["m"] != "open" {
@@ -54,11 +54,11 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	if len(ranked) != 2 {
 		t.Fatalf("after the delay ranked = %+v, want a admitted", ranked)
 	}
-	if a, err := p.Do("a", "m", run(OK)); err != nil || a.Outcome != OK {
+	if a, err := p.Do("a", "m", run(verdict.OK)); err != nil || a.Outcome != verdict.OK {
 		t.Fatalf("half-open trial: %+v, %v", a, err)
 	}
 	if st := p.Snapshot()[0]; st.Breaker != "closed" {
-		t.Fatalf("after one OK breaker = %s, want closed", st.Breaker)
+		t.Fatalf("after one verdict.OK breaker = %s, want closed", st.Breaker)
 	}
 	logs := lb.String()
 	for _, want := range []string{"from=closed to=open", "from=open to=half-open", "from=half-open to=closed"} {
@@ -73,11 +73,11 @@ func TestBreakerHalfOpenCapsHealth(t *testing.T) {
 	o.Breaker.SuccessThreshold = 3
 	p := mustNew(t, specs("a"), o)
 	for range 5 {
-		p.Do("a", "m", run(Failure))
+		p.Do("a", "m", run(verdict.Failure))
 	}
 	observeN("a", "m", 50, ok(0))(p) // health 1
 	time.Sleep(testDelay + 10*time.Millisecond)
-	if _, err := p.Do("a", "m", run(OK)); err != nil { // half-open, 1 of 3 successes
+	if _, err := p.Do("a", "m", run(verdict.OK)); err != nil { // half-open, 1 of 3 successes
 		t.Fatal(err)
 	}
 	ranked, _ := p.Rank(targets("m", "a"))
@@ -87,8 +87,8 @@ func TestBreakerHalfOpenCapsHealth(t *testing.T) {
 	if st := p.Snapshot()[0]; st.Breaker != "half-open" {
 		t.Fatalf("breaker = %s", st.Breaker)
 	}
-	p.Do("a", "m", run(OK))
-	p.Do("a", "m", run(OK))
+	p.Do("a", "m", run(verdict.OK))
+	p.Do("a", "m", run(verdict.OK))
 	ranked, _ = p.Rank(targets("m", "a"))
 	if ranked[0].Health != 1 {
 		t.Fatalf("closed again: health = %v, want 1", ranked[0].Health)
@@ -98,18 +98,18 @@ func TestBreakerHalfOpenCapsHealth(t *testing.T) {
 func TestBreakerIsolation(t *testing.T) {
 	tests := []struct {
 		name     string
-		outcome  Outcome
+		outcome  verdict.Outcome
 		n        int
 		m1, m2   bool // admitted afterwards
 		otherUps bool // b admitted
 	}{
-		{"failures stay on their model", Failure, 5, false, true, true},
-		{"rejected key blocks every model", KeyRejected, 5, false, false, true},
-		{"rate limits do not open", RateLimited, 20, true, true, true},
-		{"not served does not open", NotServed, 20, true, true, true},
-		{"client errors do not open", ClientError, 20, true, true, true},
-		{"quota exhausted does not open", QuotaExhausted, 20, true, true, true},
-		{"four failures do not open", Failure, 4, true, true, true},
+		{"failures stay on their model", verdict.Failure, 5, false, true, true},
+		{"rejected key blocks every model", verdict.KeyRejected, 5, false, false, true},
+		{"rate limits do not open", verdict.RateLimited, 20, true, true, true},
+		{"not served does not open", verdict.NotServed, 20, true, true, true},
+		{"client errors do not open", verdict.ClientError, 20, true, true, true},
+		{"quota exhausted does not open", verdict.QuotaExhausted, 20, true, true, true},
+		{"four failures do not open", verdict.Failure, 4, true, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,8 +130,8 @@ func TestBreakerIsolation(t *testing.T) {
 			if got := admitted("b", "m1"); got != tt.otherUps {
 				t.Errorf("(b, m1) admitted = %v, want %v", got, tt.otherUps)
 			}
-			_, err := p.Do("a", "m2", run(OK))
-			if gotOpen := errors.Is(err, circuitbreaker.ErrOpen); gotOpen == tt.m2 {
+			_, err := p.Do("a", "m2", run(verdict.OK))
+			if gotOpen := errors.Is(err, ErrBreakerOpen); gotOpen == tt.m2 {
 				t.Errorf("Do(a, m2) err = %v", err)
 			}
 		})
@@ -143,14 +143,14 @@ func TestDoErrorWithoutOutcomeIsFailure(t *testing.T) {
 	boom := errors.New("connection reset")
 	for range 5 {
 		a, err := p.Do("a", "m", func() (Attempt, error) { return Attempt{}, boom })
-		if !errors.Is(err, boom) || a.Outcome != Failure {
+		if !errors.Is(err, boom) || a.Outcome != verdict.Failure {
 			t.Fatalf("Do = %+v, %v", a, err)
 		}
 	}
-	if _, err := p.Do("a", "m", run(OK)); !errors.Is(err, circuitbreaker.ErrOpen) {
+	if _, err := p.Do("a", "m", run(verdict.OK)); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("want the breaker open, got %v", err)
 	}
-	if _, err := p.Do("nope", "m", run(OK)); !errors.Is(err, ErrUnknownUpstream) {
+	if _, err := p.Do("nope", "m", run(verdict.OK)); !errors.Is(err, ErrUnknownUpstream) {
 		t.Fatalf("unknown upstream: %v", err)
 	}
 }
@@ -160,14 +160,14 @@ func TestStreamFailed(t *testing.T) {
 	// Five concurrent streams commit (the breaker records five successes),
 	// then all five break.
 	for range 5 {
-		if _, err := p.Do("a", "m", run(OK)); err != nil {
+		if _, err := p.Do("a", "m", run(verdict.OK)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for range 5 {
 		p.StreamFailed("a", "m", false, Observation{Status: 200, Err: "stream stalled"})
 	}
-	if _, err := p.Do("a", "m", run(OK)); !errors.Is(err, circuitbreaker.ErrOpen) {
+	if _, err := p.Do("a", "m", run(verdict.OK)); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("after 5 failures counted by StreamFailed: %v", err)
 	}
 	// Each stream is observed once, when it ends: as a failed request.
@@ -184,7 +184,7 @@ func TestStreamFailed(t *testing.T) {
 // point would have reset the count each time.
 func TestDeferredStreams(t *testing.T) {
 	p := mustNew(t, specs("a"), breakerOpts(newClock(t0), nil))
-	pending := func() (Attempt, error) { return Attempt{Outcome: OK, Pending: true}, nil }
+	pending := func() (Attempt, error) { return Attempt{Outcome: verdict.OK, Pending: true}, nil }
 	for i := 0; i < 5; i++ {
 		a, err := p.Do("a", "m", pending)
 		if err != nil {
@@ -195,7 +195,7 @@ func TestDeferredStreams(t *testing.T) {
 		}
 		p.StreamFailed("a", "m", a.Deferred, Observation{Status: 200, Err: "cut"})
 	}
-	if _, err := p.Do("a", "m", pending); !errors.Is(err, circuitbreaker.ErrOpen) {
+	if _, err := p.Do("a", "m", pending); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("after 5 streams failed after commit: %v", err)
 	}
 
@@ -210,7 +210,7 @@ func TestDeferredStreams(t *testing.T) {
 		t.Fatalf("breaker %q", st.Breaker)
 	}
 	// Not pending: recorded at once, nothing deferred.
-	if a, err := q.Do("b", "m", run(OK)); err != nil || a.Deferred {
+	if a, err := q.Do("b", "m", run(verdict.OK)); err != nil || a.Deferred {
 		t.Fatalf("plain Do = %+v, %v", a, err)
 	}
 }

@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
-	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+
+	"switchyard/verdict"
 )
 
 func TestConcurrentUse(t *testing.T) {
@@ -22,7 +23,7 @@ func TestConcurrentUse(t *testing.T) {
 		{Name: "b", QuotaGroup: "g", Quota: Quota{Limit: 1000}},
 		{Name: "c", QuotaGroup: "g", Priority: 1},
 	}, o)
-	outcomes := []Outcome{OK, OK, OK, Failure, RateLimited, KeyRejected, NotServed, ClientError, QuotaExhausted}
+	outcomes := []verdict.Outcome{verdict.OK, verdict.OK, verdict.OK, verdict.Failure, verdict.RateLimited, verdict.KeyRejected, verdict.NotServed, verdict.ClientError, verdict.QuotaExhausted}
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
@@ -34,13 +35,13 @@ func TestConcurrentUse(t *testing.T) {
 				for _, cand := range ranked {
 					out := outcomes[(g*7+i)%len(outcomes)]
 					a, err := p.Do(cand.Name, cand.Model, run(out))
-					if errors.Is(err, circuitbreaker.ErrOpen) {
+					if errors.Is(err, ErrBreakerOpen) {
 						continue
 					}
 					p.Observe(cand.Name, cand.Model, Observation{
 						Outcome: a.Outcome, Status: 200, Latency: time.Duration(i%7+1) * time.Millisecond,
 						Usage:     Usage{PromptTokens: 3, CompletionTokens: 4},
-						RateLimit: RateLimit{LimitRequests: 100, RemainingRequests: int64(i % 100), ResetRequests: time.Second, Known: true},
+						RateLimit: verdict.RateLimit{LimitRequests: 100, RemainingRequests: int64(i % 100), ResetRequests: time.Second, Known: true},
 					})
 					if i%50 == 0 {
 						p.StreamFailed(cand.Name, cand.Model, false, Observation{Status: 200, Err: "cut"})
@@ -67,10 +68,10 @@ func TestReload(t *testing.T) {
 	o := testOpts(c, nil)
 	o.Breaker = BreakerSettings{FailureThreshold: 2, Delay: time.Minute}
 	p := mustNew(t, []UpstreamSpec{{Name: "a", Quota: Quota{Limit: 2}}, {Name: "b"}, {Name: "gone"}}, o)
-	p.Do("a", "m", run(Failure))
-	p.Do("a", "m", run(Failure)) // (a, m) open
-	p.Observe("a", "m", ok(0))   // quota 1 of 2
-	p.Observe("b", "m", Observation{Outcome: RateLimited, Status: 429, RateLimit: RateLimit{RetryAfter: time.Minute, Known: true}})
+	p.Do("a", "m", run(verdict.Failure))
+	p.Do("a", "m", run(verdict.Failure)) // (a, m) open
+	p.Observe("a", "m", ok(0))           // quota 1 of 2
+	p.Observe("b", "m", classified(Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: verdict.RateLimit{RetryAfter: time.Minute, Known: true}}))
 	p.Observe("b", "m", fail())
 
 	np, err := p.Reload([]UpstreamSpec{{Name: "b"}, {Name: "a", Quota: Quota{Limit: 2}}, {Name: "new"}}, o)
@@ -117,7 +118,7 @@ func TestMetrics(t *testing.T) {
 	p := mustNew(t, []UpstreamSpec{{Name: "a", Quota: Quota{Limit: 10}}, {Name: "b"}}, o)
 	p.Observe("a", "m", ok(0))
 	p.Observe("a", "m", ok(0))
-	p.Do("b", "m", run(Failure))
+	p.Do("b", "m", run(verdict.Failure))
 	p.Observe("b", "m", fail())
 	scrape := func() string {
 		var buf bytes.Buffer

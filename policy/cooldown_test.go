@@ -3,11 +3,13 @@ package policy
 import (
 	"testing"
 	"time"
+
+	"switchyard/verdict"
 )
 
 func TestCooldowns(t *testing.T) {
-	groqHeaders := func(remReq, remTok int64) RateLimit {
-		return RateLimit{
+	groqHeaders := func(remReq, remTok int64) verdict.RateLimit {
+		return verdict.RateLimit{
 			LimitRequests: 14400, RemainingRequests: remReq, ResetRequests: 2*time.Minute + 59560*time.Millisecond,
 			LimitTokens: 18000, RemainingTokens: remTok, ResetTokens: 7660 * time.Millisecond,
 			Known: true,
@@ -21,30 +23,28 @@ func TestCooldowns(t *testing.T) {
 		wait   time.Duration // Until - now; 0 = not skipped
 		until  time.Time     // absolute instead of wait
 	}{
-		{"retry-after", Quota{}, Observation{Outcome: RateLimited, Status: 429, RateLimit: RateLimit{RetryAfter: 30 * time.Second, Known: true}},
+		{"retry-after", Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: verdict.RateLimit{RetryAfter: 30 * time.Second, Known: true}},
 			ReasonRateLimited, 30 * time.Second, time.Time{}},
-		{"nothing known", Quota{}, Observation{Outcome: RateLimited, Status: 429},
+		{"nothing known", Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429},
 			ReasonRateLimited, 10 * time.Second, time.Time{}},
-		{"groq tokens reset beats shorter retry-after", Quota{}, Observation{Outcome: RateLimited, Status: 429, RateLimit: func() RateLimit {
+		{"groq tokens reset beats shorter retry-after", Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: func() verdict.RateLimit {
 			rl := groqHeaders(14000, 0)
 			rl.RetryAfter = 2 * time.Second
 			return rl
 		}()}, ReasonRateLimited, 7660 * time.Millisecond, time.Time{}},
-		{"groq requests per day exhausted", Quota{}, Observation{Outcome: RateLimited, Status: 429, RateLimit: groqHeaders(0, 18000)},
+		{"groq requests per day exhausted", Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: groqHeaders(0, 18000)},
 			ReasonRateLimited, 2*time.Minute + 59560*time.Millisecond, time.Time{}},
-		{"413 tokens per minute", Quota{}, Observation{Outcome: RateLimited, Status: 413, RateLimit: RateLimit{RetryAfter: 5289 * time.Millisecond, Known: true}},
-			ReasonRateLimited, 5289 * time.Millisecond, time.Time{}},
-		{"ok answer with no requests left", Quota{}, Observation{Outcome: OK, Status: 200, RateLimit: groqHeaders(0, 17000)},
+		{"ok answer with no requests left", Quota{}, Observation{Outcome: verdict.OK, Status: 200, RateLimit: groqHeaders(0, 17000)},
 			ReasonRateLimited, 2*time.Minute + 59560*time.Millisecond, time.Time{}},
-		{"ok answer with room left", Quota{}, Observation{Outcome: OK, Status: 200, RateLimit: groqHeaders(10, 17000)},
+		{"ok answer with room left", Quota{}, Observation{Outcome: verdict.OK, Status: 200, RateLimit: groqHeaders(10, 17000)},
 			"", 0, time.Time{}},
-		{"huge retry-after is capped", Quota{}, Observation{Outcome: RateLimited, Status: 429, RateLimit: RateLimit{RetryAfter: 1000 * time.Hour, Known: true}},
+		{"huge retry-after is capped", Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: verdict.RateLimit{RetryAfter: 1000 * time.Hour, Known: true}},
 			ReasonRateLimited, 24 * time.Hour, time.Time{}},
-		{"402 without period", Quota{}, Observation{Outcome: QuotaExhausted, Status: 402},
+		{"402 without period", Quota{}, Observation{Outcome: verdict.QuotaExhausted, Status: 402},
 			ReasonQuotaExhausted, time.Hour, time.Time{}},
-		{"402 with monthly period", Quota{Period: "month"}, Observation{Outcome: QuotaExhausted, Status: 402},
+		{"402 with monthly period", Quota{Period: "month"}, Observation{Outcome: verdict.QuotaExhausted, Status: 402},
 			ReasonQuotaExhausted, 0, time.Date(2025, 4, 1, 0, 0, 0, 0, time.UTC)},
-		{"402 with reset given", Quota{Period: "month"}, Observation{Outcome: QuotaExhausted, Status: 402, RateLimit: RateLimit{RetryAfter: 90 * time.Second, Known: true}},
+		{"402 with reset given", Quota{Period: "month"}, Observation{Outcome: verdict.QuotaExhausted, Status: 402, RateLimit: verdict.RateLimit{RetryAfter: 90 * time.Second, Known: true}},
 			ReasonQuotaExhausted, 90 * time.Second, time.Time{}},
 	}
 	for _, tt := range tests {
@@ -52,7 +52,7 @@ func TestCooldowns(t *testing.T) {
 			c := newClock(t0)
 			lb := &logBuf{}
 			p := mustNew(t, []UpstreamSpec{{Name: "a", Quota: tt.quota}, {Name: "b"}}, testOpts(c, lb))
-			p.Observe("a", "m", tt.ob)
+			p.Observe("a", "m", classified(tt.ob))
 			ts := targets("m", "a", "b")
 			sk := mustAdmit(t, p, ts, "a")
 			if tt.reason == "" {
@@ -103,13 +103,13 @@ func TestCooldowns(t *testing.T) {
 func TestCooldownAndViewExpiry(t *testing.T) {
 	c := newClock(t0)
 	p := mustNew(t, specs("a"), testOpts(c, nil))
-	p.Observe("a", "m", Observation{Outcome: RateLimited, Status: 429, RateLimit: RateLimit{RetryAfter: 30 * time.Second, Known: true}})
-	p.Observe("a", "m", Observation{Outcome: RateLimited, Status: 429, RateLimit: RateLimit{RetryAfter: 2 * time.Second, Known: true}})
+	p.Observe("a", "m", classified(Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: verdict.RateLimit{RetryAfter: 30 * time.Second, Known: true}}))
+	p.Observe("a", "m", classified(Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: verdict.RateLimit{RetryAfter: 2 * time.Second, Known: true}}))
 	if sk := mustAdmit(t, p, targets("m", "a"), "a"); sk == nil || !sk.Until.Equal(t0.Add(30*time.Second)) {
 		t.Fatalf("skipped = %+v", sk)
 	}
 	c.Advance(31 * time.Second)
-	p.Observe("a", "m", Observation{Outcome: OK, Status: 200, RateLimit: RateLimit{
+	p.Observe("a", "m", Observation{Outcome: verdict.OK, Status: 200, RateLimit: verdict.RateLimit{
 		LimitRequests: 1000, RemainingRequests: 250, ResetRequests: time.Minute,
 		LimitTokens: 100, RemainingTokens: 50, ResetTokens: 10 * time.Second, Known: true}})
 	quota := func() float64 {
@@ -120,7 +120,7 @@ func TestCooldownAndViewExpiry(t *testing.T) {
 		t.Fatalf("quota = %v, want 0.25 (requests)", q)
 	}
 	// Headers with only tokens keep the requests view.
-	p.Observe("a", "m", Observation{Outcome: OK, Status: 200, RateLimit: RateLimit{
+	p.Observe("a", "m", Observation{Outcome: verdict.OK, Status: 200, RateLimit: verdict.RateLimit{
 		LimitTokens: 100, RemainingTokens: 10, ResetTokens: 10 * time.Second, Known: true}})
 	if q := quota(); q != 0.1 {
 		t.Fatalf("quota = %v, want 0.1 (tokens)", q)

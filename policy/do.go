@@ -7,7 +7,8 @@ import (
 
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/failsafe-go/failsafe-go/budget"
-	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+
+	"switchyard/verdict"
 )
 
 // Do runs one attempt on upstream name for upstream model model: call runs
@@ -15,13 +16,13 @@ import (
 // (counts KeyRejected) and the (name, model) breaker (counts Failure and
 // KeyRejected), in that order from the outside in.
 //
-// When a breaker is open, Do returns an error wrapping
-// circuitbreaker.ErrOpen and a zero Attempt without calling call. Otherwise
-// it returns what the last call returned (an error with Outcome OK is
-// treated as Failure); a retry that the budget or an opening breaker stops
-// also ends with the last call's result. Do records nothing in health,
-// latency or quota: report every attempt, retried ones included, with
-// Observe (for example from inside call).
+// When a breaker is open, Do returns an error wrapping ErrBreakerOpen and a
+// zero Attempt without calling call. Otherwise it returns what the last
+// call returned (an error with Outcome OK is treated as Failure); a retry
+// that the budget or an opening breaker stops also ends with the last
+// call's result. Do records nothing in health, latency or quota: report
+// every attempt, retried ones included, with Observe (for example from
+// inside call).
 func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, error) {
 	u := p.byName[name]
 	if u == nil {
@@ -32,69 +33,64 @@ func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, 
 	// Check first, so that an inner open breaker does not record a success
 	// on the outer key breaker.
 	if openRemaining(st.keyCB) > 0 || openRemaining(d.cb) > 0 {
-		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, circuitbreaker.ErrOpen)
+		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, ErrBreakerOpen)
 	}
 	d.markPicked()
-
-	if u.retry != nil {
-		return p.doWithRetry(u, d, name, model, call)
+	if u.retry == nil {
+		return once(st, d, name, model, call)
 	}
-	// The common case, without a retry policy: the two breakers used
-	// directly, as their executor would (permit, call, record inner then
-	// outer), without building an execution (or a closure) per call.
-	if !st.keyCB.TryAcquirePermit() {
-		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, circuitbreaker.ErrOpen)
-	}
-	if !d.cb.TryAcquirePermit() {
-		st.keyCB.RecordSuccess() // release the permit; the executor records an inner refusal the same way
-		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, circuitbreaker.ErrOpen)
-	}
-	a, err := call()
-	if err != nil && a.Outcome == OK {
-		a.Outcome = Failure
-	}
-	if a.Pending && a.Outcome == OK && err == nil {
-		a.Deferred = true // recorded by StreamDone or StreamFailed
-		return a, nil
-	}
-	d.cb.RecordResult(a)
-	st.keyCB.RecordResult(a)
-	return a, err
-}
-
-// doWithRetry is Do for an upstream with a retry policy: a failsafe-go
-// execution of the retry policy and both breakers.
-func (p *Policy) doWithRetry(u *upstream, d *deployment, name, model string, call func() (Attempt, error)) (Attempt, error) {
-	st := u.st
 	var (
 		last    Attempt
 		lastErr error
 		ran     int
 	)
-	wrapped := func() (Attempt, error) {
+	_, err := failsafe.With[Attempt](u.retry).Get(func() (Attempt, error) {
+		a, err := once(st, d, name, model, call)
+		if errors.Is(err, ErrBreakerOpen) {
+			return a, err // the retry aborts on it; the last call's result stands
+		}
 		if ran > 0 {
 			st.retries.Inc()
-		}
-		a, err := call()
-		if err != nil && a.Outcome == OK {
-			a.Outcome = Failure
 		}
 		ran++
 		last, lastErr = a, err
 		return a, err
-	}
-	_, err := failsafe.With[Attempt](u.retry, st.keyCB, d.cb).Get(wrapped)
+	})
 	if ran == 0 {
-		if err == nil {
-			err = circuitbreaker.ErrOpen
-		}
-		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, err)
+		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, ErrBreakerOpen)
 	}
 	if errors.Is(err, budget.ErrExceeded) {
 		p.budgetExceeded.Inc()
 		p.env.log.Debug("retry budget exceeded; not retrying", "upstream", name, "model", model)
 	}
 	return last, lastErr
+}
+
+// once is one call through the two breakers, used directly as their
+// executor would use them (permit, call, record inner then outer) but
+// without an execution per call, and with one difference: an attempt that
+// comes back Pending (a committed stream) keeps its permits, and its
+// record waits for StreamDone or StreamFailed, with or without a retry
+// policy around it.
+func once(st *upState, d *deployment, name, model string, call func() (Attempt, error)) (Attempt, error) {
+	if !st.keyCB.TryAcquirePermit() {
+		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, ErrBreakerOpen)
+	}
+	if !d.cb.TryAcquirePermit() {
+		st.keyCB.RecordSuccess() // release the permit; the executor records an inner refusal the same way
+		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, ErrBreakerOpen)
+	}
+	a, err := call()
+	if err != nil && a.Outcome == verdict.OK {
+		a.Outcome = verdict.Failure
+	}
+	if a.Pending && a.Outcome == verdict.OK && err == nil {
+		a.Deferred = true // recorded by StreamDone or StreamFailed
+		return a, nil
+	}
+	d.cb.RecordResult(a)
+	st.keyCB.RecordResult(a)
+	return a, err
 }
 
 // Observe records what an attempt produced: the health window, the latency
@@ -113,17 +109,17 @@ func (p *Policy) Observe(name, model string, ob Observation) {
 	st, g := u.st, u.grp
 	st.requests.Add(1)
 	switch ob.Outcome {
-	case OK:
+	case verdict.OK:
 		st.recordHealth(false)
 		if ob.Latency > 0 {
 			updateEWMA(&st.dep(model).ewma, float64(ob.Latency))
 			updateEWMA(&st.ewma, float64(ob.Latency))
 		}
-	case Failure, KeyRejected:
+	case verdict.Failure, verdict.KeyRejected:
 		st.failures.Add(1)
 		st.recordHealth(true)
 	}
-	if ob.Outcome != OK {
+	if ob.Outcome != verdict.OK {
 		msg := ob.Err
 		if msg == "" {
 			msg = ob.Outcome.String()
@@ -142,33 +138,15 @@ func (p *Policy) Observe(name, model string, ob Observation) {
 	if rl.Known && (rl.LimitRequests > 0 || rl.LimitTokens > 0) {
 		g.rlGet(model).setView(now, rl)
 	}
-	switch ob.Outcome {
-	case RateLimited:
-		wait := rl.RetryAfter
-		if rl.LimitRequests > 0 && rl.RemainingRequests <= 0 {
-			wait = max(wait, rl.ResetRequests)
-		}
-		if rl.LimitTokens > 0 && rl.RemainingTokens <= 0 {
-			wait = max(wait, rl.ResetTokens)
-		}
-		if wait <= 0 {
-			wait = defaultCooldown
-		}
-		p.cooldown(u, model, now, wait, "rate limited")
-	case QuotaExhausted:
+	switch {
+	case ob.Outcome == verdict.QuotaExhausted:
 		p.disable(u, now, rl)
-	default:
-		// Headers that say nothing is left predict the next 429.
-		var wait time.Duration
-		if rl.LimitRequests > 0 && rl.RemainingRequests <= 0 {
-			wait = max(wait, rl.ResetRequests)
+	case ob.Cooldown > 0:
+		why := "rate limited"
+		if ob.Outcome != verdict.RateLimited {
+			why = "rate limit headers report nothing remaining" // they predict the next 429
 		}
-		if rl.LimitTokens > 0 && rl.RemainingTokens <= 0 {
-			wait = max(wait, rl.ResetTokens)
-		}
-		if wait > 0 {
-			p.cooldown(u, model, now, wait, "rate limit headers report nothing remaining")
-		}
+		p.cooldown(u, model, now, ob.Cooldown, why)
 	}
 }
 
@@ -182,7 +160,7 @@ func (p *Policy) cooldown(u *upstream, model string, now time.Time, wait time.Du
 }
 
 // disable takes the whole quota group out after a 402.
-func (p *Policy) disable(u *upstream, now time.Time, rl *RateLimit) {
+func (p *Policy) disable(u *upstream, now time.Time, rl *verdict.RateLimit) {
 	g := u.grp
 	var until time.Time
 	switch {
@@ -212,7 +190,7 @@ func (p *Policy) StreamDone(name, model string, deferred bool) {
 	if u == nil || !deferred {
 		return
 	}
-	a := Attempt{Outcome: OK}
+	a := Attempt{Outcome: verdict.OK}
 	u.st.dep(model).cb.RecordResult(a)
 	u.st.keyCB.RecordResult(a)
 }
@@ -232,13 +210,13 @@ func (p *Policy) StreamFailed(name, model string, deferred bool, ob Observation)
 	}
 	d := u.st.dep(model)
 	if deferred {
-		a := Attempt{Outcome: Failure}
+		a := Attempt{Outcome: verdict.Failure}
 		d.cb.RecordResult(a)
 		u.st.keyCB.RecordResult(a)
 	} else {
 		d.cb.RecordFailure()
 	}
-	ob.Outcome = Failure
+	ob.Outcome = verdict.Failure
 	if ob.Err == "" {
 		ob.Err = "stream failed after commit"
 	}

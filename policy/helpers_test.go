@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"switchyard/verdict"
 )
 
 // clock is an injectable test clock.
@@ -123,12 +125,14 @@ func names(cs []Candidate) []string {
 }
 
 func ok(latency time.Duration) Observation {
-	return Observation{Outcome: OK, Status: 200, Latency: latency}
+	return Observation{Outcome: verdict.OK, Status: 200, Latency: latency}
 }
 
-func fail() Observation { return Observation{Outcome: Failure, Status: 502, Err: "bad gateway"} }
+func fail() Observation {
+	return Observation{Outcome: verdict.Failure, Status: 502, Err: "bad gateway"}
+}
 
-func run(o Outcome) func() (Attempt, error) {
+func run(o verdict.Outcome) func() (Attempt, error) {
 	return func() (Attempt, error) { return Attempt{Outcome: o}, nil }
 }
 
@@ -139,4 +143,11 @@ func skippedFor(sk []Skipped, name string) (Skipped, bool) {
 		}
 	}
 	return Skipped{}, false
+}
+
+// classified sets ob.Cooldown as the proxy does, from the failure table's
+// verdict on the answer ob describes.
+func classified(ob Observation) Observation {
+	ob.Cooldown = verdict.Classify(verdict.Answer{Status: ob.Status, RateLimit: ob.RateLimit}).Cooldown
+	return ob
 }

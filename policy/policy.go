@@ -11,14 +11,19 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/failsafe-go/failsafe-go/budget"
-	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/failsafe-go/failsafe-go/retrypolicy"
+
+	"switchyard/verdict"
 )
 
 // Sentinel errors.
 var (
 	// ErrUnknownUpstream is returned by Do for a name that is not configured.
 	ErrUnknownUpstream = errors.New("unknown upstream")
+	// ErrBreakerOpen is returned (wrapped) by Do when a breaker of the
+	// upstream refuses the call: its key breaker, or the breaker of the
+	// (upstream, model) deployment.
+	ErrBreakerOpen = errors.New("circuit breaker open")
 )
 
 // Defaults applied by New to zero-valued options.
@@ -97,6 +102,10 @@ type Retry struct {
 	// Backoff is the first delay, doubled per retry up to 2s, with 25%
 	// jitter. 0 means DefaultRetryBackoff.
 	Backoff time.Duration
+	// MaxRetryAfter, when positive, retries a RateLimited attempt whose
+	// RetryAfter is at most this long, after that wait, instead of
+	// failing over. 0 means never.
+	MaxRetryAfter time.Duration
 }
 
 // UpstreamSpec is the policy view of one configured upstream.
@@ -472,10 +481,9 @@ func normQuota(q Quota) (Quota, error) {
 func (p *Policy) newRetryPolicy(r Retry) retrypolicy.RetryPolicy[Attempt] {
 	return retrypolicy.NewBuilder[Attempt]().
 		HandleIf(func(a Attempt, err error) bool {
-			return a.Outcome == Failure && !errors.Is(err, circuitbreaker.ErrOpen)
+			return !errors.Is(err, ErrBreakerOpen) && retryable(a, r)
 		}).
-		AbortOnErrors(circuitbreaker.ErrOpen).
-		AbortIf(func(a Attempt, _ error) bool { return a.RetryAfter > maxRetryAfterHonoured }).
+		AbortOnErrors(ErrBreakerOpen).
 		WithMaxRetries(r.Attempts).
 		WithDelayFunc(func(ex failsafe.ExecutionAttempt[Attempt]) time.Duration {
 			return retryDelay(r.Backoff, ex.Attempts(), ex.LastResult().RetryAfter, rand.Float64())
@@ -483,6 +491,21 @@ func (p *Policy) newRetryPolicy(r Retry) retrypolicy.RetryPolicy[Attempt] {
 		WithBudget(p.budget).
 		ReturnLastFailure().
 		Build()
+}
+
+// retryable reports whether an attempt is tried again on the same
+// upstream: a Failure that did not ask for a wait longer than 2s and is not
+// a timeout (a silent upstream costs the caller its whole timeout again:
+// failing over is faster), or a RateLimited answer whose wait is at most
+// r.MaxRetryAfter.
+func retryable(a Attempt, r Retry) bool {
+	switch a.Outcome {
+	case verdict.Failure:
+		return !a.NoRetry && a.RetryAfter <= maxRetryAfterHonoured
+	case verdict.RateLimited:
+		return a.RetryAfter > 0 && a.RetryAfter <= r.MaxRetryAfter
+	}
+	return false
 }
 
 // retryDelay is the wait before the next attempt after attempt number n

@@ -6,13 +6,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"switchyard/verdict"
 )
 
 const (
 	quotaRefresh    = 15 * time.Second // max age of the cached shared counter value seen by Rank
 	counterGrace    = time.Hour        // counter keys expire this long after their period
-	defaultCooldown = 10 * time.Second // RateLimited without any reset known
-	defaultDisable  = time.Hour        // QuotaExhausted without any reset or period known
+	defaultCooldown = 10 * time.Second // verdict.RateLimited without any reset known
+	defaultDisable  = time.Hour        // verdict.QuotaExhausted without any reset or period known
 	maxCooldown     = 24 * time.Hour
 	rlViewTTL       = time.Minute // how long rate-limit headers without reset are trusted
 )
@@ -277,7 +279,7 @@ func (g *group) rlGet(model string) *rlState {
 
 // setView records the headers of one answer, keeping the other dimension of
 // the previous view when this answer lacks it.
-func (r *rlState) setView(now time.Time, rl *RateLimit) {
+func (r *rlState) setView(now time.Time, rl *verdict.RateLimit) {
 	n := now.UnixNano()
 	v := &rlView{}
 	if old := r.view.Load(); old != nil {

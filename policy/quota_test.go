@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"switchyard/verdict"
 )
 
 func TestQuotaDailyRequests(t *testing.T) {
@@ -64,9 +66,9 @@ func TestQuotaMonthly(t *testing.T) {
 	o := testOpts(c, nil)
 	o.Counter, o.CounterPrefix = fc, "test:v1"
 	p := mustNew(t, []UpstreamSpec{{Name: "hf", Quota: Quota{Limit: 1000, Unit: "chars", Period: "month"}}}, o)
-	p.Observe("hf", "m", Observation{Outcome: OK, Status: 200, Chars: 700})
+	p.Observe("hf", "m", Observation{Outcome: verdict.OK, Status: 200, Chars: 700})
 	c.Set(time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC))
-	p.Observe("hf", "m", Observation{Outcome: OK, Status: 200, Chars: 5})
+	p.Observe("hf", "m", Observation{Outcome: verdict.OK, Status: 200, Chars: 5})
 	mu.Lock()
 	defer mu.Unlock()
 	wantKeys := []string{"test:v1:hf:chars:202512", "test:v1:hf:chars:202601"}
@@ -89,20 +91,20 @@ func TestQuotaCharging(t *testing.T) {
 		want int64
 	}{
 		{"5xx, 429 and connection errors are free", "requests", []Observation{
-			{Outcome: Failure, Status: 500}, {Outcome: Failure, Status: 503},
-			{Outcome: RateLimited, Status: 429}, {Outcome: Failure},
+			{Outcome: verdict.Failure, Status: 500}, {Outcome: verdict.Failure, Status: 503},
+			{Outcome: verdict.RateLimited, Status: 429}, {Outcome: verdict.Failure},
 		}, 0},
 		{"answered 4xx are charged", "requests", []Observation{
-			{Outcome: ClientError, Status: 400}, {Outcome: NotServed, Status: 404},
-			{Outcome: RateLimited, Status: 413}, {Outcome: KeyRejected, Status: 401},
+			{Outcome: verdict.ClientError, Status: 400}, {Outcome: verdict.NotServed, Status: 404},
+			{Outcome: verdict.RateLimited, Status: 413}, {Outcome: verdict.KeyRejected, Status: 401},
 		}, 4},
 		{"tokens use usage", "tokens", []Observation{
-			{Outcome: OK, Status: 200, Usage: Usage{PromptTokens: 100, CompletionTokens: 50}},
-			{Outcome: OK, Status: 200, Usage: Usage{PromptTokens: 7}},
-			{Outcome: Failure, Status: 502, Usage: Usage{PromptTokens: 1000}},
+			{Outcome: verdict.OK, Status: 200, Usage: Usage{PromptTokens: 100, CompletionTokens: 50}},
+			{Outcome: verdict.OK, Status: 200, Usage: Usage{PromptTokens: 7}},
+			{Outcome: verdict.Failure, Status: 502, Usage: Usage{PromptTokens: 1000}},
 		}, 157},
 		{"chars use Chars", "chars", []Observation{
-			{Outcome: OK, Status: 200, Chars: 1234, Usage: Usage{PromptTokens: 9}},
+			{Outcome: verdict.OK, Status: 200, Chars: 1234, Usage: Usage{PromptTokens: 9}},
 		}, 1234},
 	}
 	for _, tt := range tests {
@@ -187,7 +189,7 @@ func TestQuotaGroupShares(t *testing.T) {
 	}
 	// The rate-limit view is shared too.
 	ob := ok(0)
-	ob.RateLimit = RateLimit{LimitRequests: 100, RemainingRequests: 10, ResetRequests: time.Hour, Known: true}
+	ob.RateLimit = verdict.RateLimit{LimitRequests: 100, RemainingRequests: 10, ResetRequests: time.Hour, Known: true}
 	p.Observe("other", "m", ob) // unrelated
 	p2 := mustNew(t, []UpstreamSpec{{Name: "k1", QuotaGroup: "org"}, {Name: "k2", QuotaGroup: "org"}}, testOpts(newClock(t0), nil))
 	p2.Observe("k1", "m", ob)

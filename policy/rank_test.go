@@ -6,21 +6,23 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"switchyard/verdict"
 )
 
 func TestOutcome(t *testing.T) {
 	tests := []struct {
-		o                           Outcome
+		o                           verdict.Outcome
 		name                        string
 		failsOver, breaker, charged bool
 	}{
-		{OK, "ok", false, false, true},
-		{Failure, "error", true, true, false},
-		{RateLimited, "rate_limited", true, false, false},
-		{QuotaExhausted, "quota_exhausted", true, false, true},
-		{KeyRejected, "key_rejected", true, true, true},
-		{NotServed, "not_served", true, false, true},
-		{ClientError, "client_error", false, false, true},
+		{verdict.OK, "ok", false, false, true},
+		{verdict.Failure, "error", true, true, false},
+		{verdict.RateLimited, "rate_limited", true, false, false},
+		{verdict.QuotaExhausted, "quota_exhausted", true, false, true},
+		{verdict.KeyRejected, "key_rejected", true, true, true},
+		{verdict.NotServed, "not_served", true, false, true},
+		{verdict.ClientError, "client_error", false, false, true},
 	}
 	for _, tt := range tests {
 		if got := tt.o.String(); got != tt.name {
@@ -32,11 +34,11 @@ func TestOutcome(t *testing.T) {
 		if got := tt.o.IsBreakerFailure(); got != tt.breaker {
 			t.Errorf("%s.IsBreakerFailure() = %v", tt.o, got)
 		}
-		if got := tt.o.Charged(); got != tt.charged {
-			t.Errorf("%s.Charged() = %v", tt.o, got)
+		if got := charged(0, tt.o); got != tt.charged {
+			t.Errorf("charged(0, %s) = %v", tt.o, got)
 		}
 	}
-	if got := Outcome(42).String(); got != "Outcome(42)" {
+	if got := verdict.Outcome(42).String(); got != "Outcome(42)" {
 		t.Errorf("unknown outcome String() = %q", got)
 	}
 }
@@ -44,22 +46,22 @@ func TestOutcome(t *testing.T) {
 func TestCharged(t *testing.T) {
 	tests := []struct {
 		status int
-		o      Outcome
+		o      verdict.Outcome
 		want   bool
 	}{
-		{200, OK, true},
-		{204, OK, true},
-		{400, ClientError, true},
-		{401, KeyRejected, true},
-		{402, QuotaExhausted, true},
-		{404, NotServed, true},
-		{413, RateLimited, true}, // "tokens per minute": answered, 4xx
-		{429, RateLimited, false},
-		{498, Failure, true}, // Groq flex capacity: a 4xx the upstream answered
-		{500, Failure, false},
-		{503, Failure, false},
-		{0, Failure, false},
-		{0, OK, true}, // status unknown: by outcome
+		{200, verdict.OK, true},
+		{204, verdict.OK, true},
+		{400, verdict.ClientError, true},
+		{401, verdict.KeyRejected, true},
+		{402, verdict.QuotaExhausted, true},
+		{404, verdict.NotServed, true},
+		{413, verdict.RateLimited, true}, // "tokens per minute": answered, 4xx
+		{429, verdict.RateLimited, false},
+		{498, verdict.Failure, true}, // Groq flex capacity: a 4xx the upstream answered
+		{500, verdict.Failure, false},
+		{503, verdict.Failure, false},
+		{0, verdict.Failure, false},
+		{0, verdict.OK, true}, // status unknown: by outcome
 	}
 	for _, tt := range tests {
 		if got := charged(tt.status, tt.o); got != tt.want {
@@ -126,7 +128,7 @@ func observeN(name, model string, n int, ob Observation) setup {
 func TestRankOrder(t *testing.T) {
 	headers := func(rem, lim int64) Observation {
 		ob := ok(0)
-		ob.RateLimit = RateLimit{LimitRequests: lim, RemainingRequests: rem, ResetRequests: time.Hour, Known: true}
+		ob.RateLimit = verdict.RateLimit{LimitRequests: lim, RemainingRequests: rem, ResetRequests: time.Hour, Known: true}
 		return ob
 	}
 	tests := []struct {
@@ -302,7 +304,7 @@ func TestSkipped(t *testing.T) {
 	c := newClock(t0)
 	p := mustNew(t, specs("a", "b", "c"), testOpts(c, nil))
 	ts := append(targets("m", "a", "b", "c"), Target{Name: "ghost", Model: "m"})
-	p.Observe("c", "m", Observation{Outcome: RateLimited, Status: 429, RateLimit: RateLimit{RetryAfter: 30 * time.Second, Known: true}})
+	p.Observe("c", "m", classified(Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: verdict.RateLimit{RetryAfter: 30 * time.Second, Known: true}}))
 	_, rankSkipped := p.Rank(ts)
 	got := p.Skipped(ts)
 	if len(got) != len(rankSkipped) {

@@ -8,7 +8,8 @@ import (
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/budget"
-	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+
+	"switchyard/verdict"
 )
 
 func TestRetry(t *testing.T) {
@@ -18,18 +19,18 @@ func TestRetry(t *testing.T) {
 		threshold int       // breaker failure threshold; 0 = 5
 		script    []Attempt // what successive calls return; the last repeats
 		wantCalls int
-		want      Outcome
+		want      verdict.Outcome
 		minTime   time.Duration
 	}{
-		{"failure retried twice then returned", 2, 0, []Attempt{{Outcome: Failure}}, 3, Failure, 0},
-		{"failure then ok", 2, 0, []Attempt{{Outcome: Failure}, {Outcome: OK}}, 2, OK, 0},
-		{"client error not retried", 2, 0, []Attempt{{Outcome: ClientError}}, 1, ClientError, 0},
-		{"rate limit not retried", 2, 0, []Attempt{{Outcome: RateLimited}}, 1, RateLimited, 0},
-		{"key rejected not retried", 2, 0, []Attempt{{Outcome: KeyRejected}}, 1, KeyRejected, 0},
-		{"no retry configured", 0, 0, []Attempt{{Outcome: Failure}}, 1, Failure, 0},
-		{"short retry-after honoured", 1, 0, []Attempt{{Outcome: Failure, RetryAfter: 30 * time.Millisecond}, {Outcome: OK}}, 2, OK, 30 * time.Millisecond},
-		{"long retry-after fails over instead", 2, 0, []Attempt{{Outcome: Failure, RetryAfter: 5 * time.Second}}, 1, Failure, 0},
-		{"opening breaker stops retries", 5, 2, []Attempt{{Outcome: Failure}}, 2, Failure, 0},
+		{"failure retried twice then returned", 2, 0, []Attempt{{Outcome: verdict.Failure}}, 3, verdict.Failure, 0},
+		{"failure then ok", 2, 0, []Attempt{{Outcome: verdict.Failure}, {Outcome: verdict.OK}}, 2, verdict.OK, 0},
+		{"client error not retried", 2, 0, []Attempt{{Outcome: verdict.ClientError}}, 1, verdict.ClientError, 0},
+		{"rate limit not retried", 2, 0, []Attempt{{Outcome: verdict.RateLimited}}, 1, verdict.RateLimited, 0},
+		{"key rejected not retried", 2, 0, []Attempt{{Outcome: verdict.KeyRejected}}, 1, verdict.KeyRejected, 0},
+		{"no retry configured", 0, 0, []Attempt{{Outcome: verdict.Failure}}, 1, verdict.Failure, 0},
+		{"short retry-after honoured", 1, 0, []Attempt{{Outcome: verdict.Failure, RetryAfter: 30 * time.Millisecond}, {Outcome: verdict.OK}}, 2, verdict.OK, 30 * time.Millisecond},
+		{"long retry-after fails over instead", 2, 0, []Attempt{{Outcome: verdict.Failure, RetryAfter: 5 * time.Second}}, 1, verdict.Failure, 0},
+		{"opening breaker stops retries", 5, 2, []Attempt{{Outcome: verdict.Failure}}, 2, verdict.Failure, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,7 +66,7 @@ func TestRetryKeepsCallError(t *testing.T) {
 	boom := errors.New("dial tcp: connection refused")
 	calls := 0
 	a, err := p.Do("a", "m", func() (Attempt, error) { calls++; return Attempt{}, boom })
-	if !errors.Is(err, boom) || a.Outcome != Failure || calls != 2 {
+	if !errors.Is(err, boom) || a.Outcome != verdict.Failure || calls != 2 {
 		t.Fatalf("Do = %+v, %v after %d calls", a, err, calls)
 	}
 }
@@ -96,14 +97,14 @@ func TestRetryBudget(t *testing.T) {
 				if calls == 1 {
 					firstDone.Done()
 					firstDone.Wait() // all five executions are in flight
-					return Attempt{Outcome: Failure}, nil
+					return Attempt{Outcome: verdict.Failure}, nil
 				}
 				retrying.Add(1)
 				select {
 				case <-release:
 				case <-time.After(5 * time.Second):
 				}
-				return Attempt{Outcome: Failure}, nil
+				return Attempt{Outcome: verdict.Failure}, nil
 			})
 			results <- calls
 		}()
@@ -136,10 +137,10 @@ func TestRetryAbortsOnOpenBreaker(t *testing.T) {
 	o := testOpts(newClock(t0), nil)
 	o.Breaker = BreakerSettings{FailureThreshold: 1, Delay: time.Minute}
 	p := mustNew(t, []UpstreamSpec{{Name: "a", Retry: Retry{Attempts: 3, Backoff: time.Millisecond}}}, o)
-	if a, err := p.Do("a", "m", run(Failure)); err != nil || a.Outcome != Failure {
+	if a, err := p.Do("a", "m", run(verdict.Failure)); err != nil || a.Outcome != verdict.Failure {
 		t.Fatalf("first Do = %+v, %v", a, err)
 	}
-	if _, err := p.Do("a", "m", run(OK)); !errors.Is(err, circuitbreaker.ErrOpen) {
+	if _, err := p.Do("a", "m", run(verdict.OK)); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("second Do err = %v", err)
 	}
 	if _, err := New(specs("a"), Options{RetryBudget: fakeBudget{}}); err == nil {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+
+	"switchyard/verdict"
 )
 
 const (
@@ -71,7 +73,7 @@ func newUpState(name string, b BreakerSettings, e *env) *upState {
 		st.transitions[s] = e.set.GetOrCreateCounter(fmt.Sprintf(`switchyard_upstream_breaker_transitions_total{upstream=%q,to=%q}`, name, s.String()))
 	}
 	st.retries = e.set.GetOrCreateCounter(fmt.Sprintf(`switchyard_upstream_retries_total{upstream=%q}`, name))
-	st.keyCB = st.newBreaker(KeyBreaker, func(a Attempt, _ error) bool { return a.Outcome == KeyRejected })
+	st.keyCB = st.newBreaker(KeyBreaker, func(a Attempt, _ error) bool { return a.Outcome == verdict.KeyRejected })
 	return st
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"switchyard/cache"
 	"switchyard/cachekey"
+	"switchyard/openai"
 	"switchyard/sse"
 )
 
@@ -142,15 +143,15 @@ func (s *Server) serveEntry(ctx *fasthttp.RequestCtx, c *call, raw []byte, resul
 	}
 	body, contentType := e.Body, e.ContentType
 	switch {
-	case c.stream && e.Stream:
-		if !c.wantUsage {
-			body = stripUsageChunks(body)
+	case c.req.Stream && e.Stream:
+		if !c.req.IncludeUsage {
+			body = stripUsage(body)
 		}
-	case c.stream && !e.Stream:
-		body, err = cache.CompletionToStream(e.Body, c.wantUsage)
+	case c.req.Stream && !e.Stream:
+		body, err = openai.CompletionToStream(e.Body, c.req.IncludeUsage)
 		contentType = "text/event-stream"
-	case !c.stream && e.Stream:
-		body, err = cache.StreamToCompletion(e.Body)
+	case !c.req.Stream && e.Stream:
+		body, err = openai.StreamToCompletion(e.Body)
 		contentType = "application/json"
 	}
 	if err != nil {
@@ -166,30 +167,28 @@ func (s *Server) serveEntry(ctx *fasthttp.RequestCtx, c *call, raw []byte, resul
 	ctx.Response.Header.SetContentType(contentType)
 	ctx.Response.Header.Set("X-Cache", result)
 	ctx.Response.Header.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
-	if c.stream {
+	if c.req.Stream {
 		ctx.Response.Header.Set("Cache-Control", "no-cache")
 	}
 	ctx.SetBody(body)
 	return true
 }
 
-// stripUsageChunks drops the include_usage chunk from a stored stream for a
-// client that did not ask for it.
-func stripUsageChunks(stream []byte) []byte {
+// stripUsage takes out of a stored stream the usage a client did not ask
+// for, wherever the upstream put it (see clientChunk).
+func stripUsage(stream []byte) []byte {
 	if !bytes.Contains(stream, []byte(`"usage"`)) {
 		return stream
 	}
 	out := make([]byte, 0, len(stream))
 	r := sse.NewReader(bytes.NewReader(stream), 0)
 	for {
-		ev, err := r.Next()
+		raw, err := r.Next()
 		if err != nil {
 			return out
 		}
-		if d, ok := sse.Data(ev); ok && isUsageOnly(d) {
-			continue
-		}
-		out = append(out, ev...)
+		ev := openai.ReadEvent(raw)
+		out = append(out, clientChunk(raw, &ev, false)...)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -110,6 +111,7 @@ type Server struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 	flights  flights
+	watcher  watcher // silent streams whose clients may have left
 	storeSem chan struct{}
 	keys     *cachekey.Memo // request bodies seen recently, by their bytes
 
@@ -165,11 +167,13 @@ func (s *Server) swap(cfg config.Config, ups []*upstream.Client, p *policy.Polic
 	st := &state{cfg: cfg, upstreams: ups, policy: p, byName: map[string]*upstream.Client{}, charsUnit: map[string]bool{}}
 	for _, u := range ups {
 		st.byName[u.Name] = u
-		st.charsUnit[u.Name] = u.Config().Quota.Unit == config.UnitChars
-		if k := u.Config().APIKey; len(k) >= 8 { // shorter "keys" are placeholders; replacing them would mangle words
-			st.secrets = append(st.secrets, k)
-		}
 		metricsFor(u.Name)
+	}
+	for _, u := range cfg.Upstreams {
+		st.charsUnit[u.Name] = u.Quota.Unit == config.UnitChars
+		if len(u.APIKey) >= 8 { // shorter "keys" are placeholders; replacing them would mangle words
+			st.secrets = append(st.secrets, u.APIKey)
+		}
 	}
 	for _, k := range cfg.Auth.Keys {
 		st.authKeys = append(st.authKeys, []byte(k))
@@ -387,4 +391,12 @@ func modelsList(ups []*upstream.Client, created time.Time) []byte {
 type flights struct {
 	mu sync.Mutex
 	m  map[string]*flight
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("BUG: " + err.Error())
+	}
+	return b
 }

@@ -11,6 +11,7 @@ import (
 	"switchyard/config"
 	"switchyard/policy"
 	"switchyard/upstream"
+	"switchyard/verdict"
 )
 
 // newStatusServer builds a Server with two upstreams (one without a key)
@@ -46,9 +47,9 @@ func newStatusServer(t *testing.T) (*Server, *policy.Policy) {
 	return s, pol
 }
 
-// attempt runs one attempt through the policy's breakers and observes ob,
+// observeAttempt runs one attempt through the policy's breakers and observes ob,
 // as the handler does.
-func attempt(pol *policy.Policy, name, model string, ob policy.Observation) {
+func observeAttempt(pol *policy.Policy, name, model string, ob policy.Observation) {
 	_, _ = pol.Do(name, model, func() (policy.Attempt, error) {
 		pol.Observe(name, model, ob)
 		return policy.Attempt{Outcome: ob.Outcome}, nil
@@ -128,7 +129,7 @@ func TestStatusNegotiation(t *testing.T) {
 // TestStatusJSONFields pins the public field names of issue 5.
 func TestStatusJSONFields(t *testing.T) {
 	s, pol := newStatusServer(t)
-	attempt(pol, "status_a", "m1", policy.Observation{Outcome: policy.Failure, Status: 500, Err: "HTTP 500: boom"})
+	observeAttempt(pol, "status_a", "m1", policy.Observation{Outcome: verdict.Failure, Status: 500, Err: "HTTP 500: boom"})
 	resp := getStatus(s, "application/json", "")
 	var rep map[string]any
 	if err := json.Unmarshal(resp.Body(), &rep); err != nil {
@@ -191,7 +192,7 @@ func TestStatusJSONFields(t *testing.T) {
 func TestStatusHTMLEscapesAndRedacts(t *testing.T) {
 	s, pol := newStatusServer(t)
 	const evil = `<script>alert("x")</script> rejected key sk-unit-SECRET-aaaa1111 & token inbound-SECRET-token-1`
-	attempt(pol, "status_a", "<img src=x onerror=alert(1)>", policy.Observation{Outcome: policy.Failure, Status: 401, Err: evil})
+	observeAttempt(pol, "status_a", "<img src=x onerror=alert(1)>", policy.Observation{Outcome: verdict.Failure, Status: 401, Err: evil})
 	resp := getStatus(s, "text/html", "")
 	body := string(resp.Body())
 	if !strings.HasPrefix(string(resp.Header.ContentType()), "text/html") {

@@ -3,7 +3,7 @@
 // outgoing request, sends it over pooled fasthttp connections, and returns
 // the answer either buffered (plain calls and every error) or as an open
 // event stream guarded by first-token and idle watchdogs. It also parses the
-// rate-limit headers and classifies each answer for the routing policy.
+// rate-limit headers; what an answer means is the verdict package's call.
 //
 // The outgoing request carries the upstream's static headers and the
 // client headers it forwards (config's headers and forward_headers), and
@@ -31,20 +31,22 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"switchyard/config"
-	"switchyard/policy"
+	"switchyard/verdict"
 )
 
-// Sentinel errors of an attempt. Each is wrapped with the upstream's name.
+// Sentinel errors of an attempt. Each is wrapped with the upstream's name,
+// and each wraps its class in the failure table (verdict.ErrTimeout,
+// verdict.ErrBusy).
 var (
 	// ErrFirstTokenTimeout: a stream sent no event within first_token_timeout.
-	ErrFirstTokenTimeout = errors.New("no first event within the first-token timeout")
+	ErrFirstTokenTimeout = fmt.Errorf("no first event within the first-token timeout (%w)", verdict.ErrTimeout)
 	// ErrIdleTimeout: a stream went silent for longer than idle_timeout.
-	ErrIdleTimeout = errors.New("stream idle for longer than the idle timeout")
+	ErrIdleTimeout = fmt.Errorf("stream idle for longer than the idle timeout (%w)", verdict.ErrTimeout)
 	// ErrTimeout: a plain call got no complete answer within timeout.
-	ErrTimeout = errors.New("no answer within the timeout")
+	ErrTimeout = fmt.Errorf("no answer within the timeout (%w)", verdict.ErrTimeout)
 	// ErrBusy: every pooled connection to the upstream is in use, and none
 	// freed up in time. It is our own limit, not the upstream's failure.
-	ErrBusy = errors.New("connection pool exhausted")
+	ErrBusy = fmt.Errorf("connection pool to the upstream exhausted (%w)", verdict.ErrBusy)
 	// ErrContentEncoding: a 2xx answer came in a Content-Encoding the
 	// client cannot decode (anything but gzip, deflate and, for buffered
 	// answers, br). We ask for none, so it is the upstream's fault.
@@ -221,9 +223,9 @@ func (c *Client) DropParams() bool { return c.cfg.DropParams }
 // upstreams[].retry.max_retry_after. 0 (the default) means never wait.
 func (c *Client) MaxRetryAfter() time.Duration { return c.cfg.Retry.MaxRetryAfter }
 
-// Config returns the upstream's configuration. Callers must not print its
-// APIKey.
-func (c *Client) Config() *config.Upstream { return &c.cfg }
+// Timeout is the upstream's whole-answer deadline for plain calls (its
+// timeout setting).
+func (c *Client) Timeout() time.Duration { return c.cfg.Timeout }
 
 // Model returns the model name to send upstream for the client's alias, and
 // whether this upstream serves it: with a models map exactly its aliases,
@@ -377,7 +379,7 @@ type Response struct {
 	Headers   []Header
 	Body      []byte
 	Stream    *Stream
-	RateLimit policy.RateLimit
+	RateLimit verdict.RateLimit
 	// Latency is the time to the whole answer (plain) or to the response
 	// headers (stream; the stream measures time to first event).
 	Latency time.Duration

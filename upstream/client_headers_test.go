@@ -308,9 +308,6 @@ func TestClientParamAccessors(t *testing.T) {
 			if got := c.MaxRetryAfter(); got != tc.maxRetryAfter {
 				t.Errorf("MaxRetryAfter() = %v, want %v", got, tc.maxRetryAfter)
 			}
-			if got := c.Config().UnsupportedParams; !reflect.DeepEqual(got, tc.unsupported) {
-				t.Errorf("Config().UnsupportedParams = %#v, want the effective %#v", got, tc.unsupported)
-			}
 		})
 	}
 	// The client keeps its own copy: the defaults table stays as it was.

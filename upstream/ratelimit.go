@@ -7,13 +7,13 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"switchyard/policy"
+	"switchyard/verdict"
 )
 
 // ParseRateLimit reads the OpenAI/Groq rate-limit headers
 // (x-ratelimit-{limit,remaining,reset}-{requests,tokens}) and retry-after /
 // retry-after-ms. Unparsable values are ignored.
-func ParseRateLimit(h *fasthttp.ResponseHeader, now time.Time) policy.RateLimit {
+func ParseRateLimit(h *fasthttp.ResponseHeader, now time.Time) verdict.RateLimit {
 	// One pass over the headers (a Peek per name costs a scan each); the
 	// first occurrence of a name counts, as with Peek.
 	var v [len(rateLimitNames) + 2][]byte // the x-ratelimit-* values, then retry-after-ms and retry-after
@@ -39,7 +39,7 @@ func ParseRateLimit(h *fasthttp.ResponseHeader, now time.Time) policy.RateLimit 
 			set(retry, val)
 		}
 	}
-	var rl policy.RateLimit
+	var rl verdict.RateLimit
 	var knownReq, knownTok bool
 	rl.LimitRequests, rl.RemainingRequests, rl.ResetRequests, knownReq = parseWindow(v[0], v[1], v[2])
 	rl.LimitTokens, rl.RemainingTokens, rl.ResetTokens, knownTok = parseWindow(v[3], v[4], v[5])

@@ -9,7 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"switchyard/policy"
+	"switchyard/verdict"
 )
 
 func TestParseReset(t *testing.T) {
@@ -95,7 +95,7 @@ var groqHeaders = [][2]string{
 	{"x-ratelimit-reset-tokens", "7.66s"},
 }
 
-var groqRateLimit = policy.RateLimit{
+var groqRateLimit = verdict.RateLimit{
 	LimitRequests:     14400,
 	RemainingRequests: 14370,
 	ResetRequests:     2*time.Minute + 59560*time.Millisecond,
@@ -142,25 +142,25 @@ func TestParseRateLimit(t *testing.T) {
 	cases := []struct {
 		name    string
 		headers map[string]string
-		want    policy.RateLimit
+		want    verdict.RateLimit
 	}{
-		{"none", nil, policy.RateLimit{}},
-		{"unrelated headers", map[string]string{"x-request-id": "req_1", "content-type": "application/json"}, policy.RateLimit{}},
+		{"none", nil, verdict.RateLimit{}},
+		{"unrelated headers", map[string]string{"x-request-id": "req_1", "content-type": "application/json"}, verdict.RateLimit{}},
 		{"all garbage", map[string]string{
 			"x-ratelimit-limit-requests": "lots", "x-ratelimit-remaining-requests": "-1",
 			"x-ratelimit-reset-requests": "soon", "x-ratelimit-limit-tokens": "1.5",
 			"retry-after": "later", "retry-after-ms": "x",
-		}, policy.RateLimit{}},
-		{"remaining zero is known", map[string]string{"x-ratelimit-remaining-tokens": "0"}, policy.RateLimit{Known: true}},
+		}, verdict.RateLimit{}},
+		{"remaining zero is known", map[string]string{"x-ratelimit-remaining-tokens": "0"}, verdict.RateLimit{Known: true}},
 		{"spaces", map[string]string{"x-ratelimit-limit-tokens": " 6000 ", "x-ratelimit-remaining-tokens": "5990 "},
-			policy.RateLimit{LimitTokens: 6000, RemainingTokens: 5990, Known: true}},
+			verdict.RateLimit{LimitTokens: 6000, RemainingTokens: 5990, Known: true}},
 		// A limit without its remaining count would read as exhausted.
-		{"limit without remaining", map[string]string{"x-ratelimit-limit-tokens": "6000", "x-ratelimit-limit-requests": "14400"}, policy.RateLimit{}},
-		{"limit with a garbage remaining", map[string]string{"x-ratelimit-limit-requests": "14400", "x-ratelimit-remaining-requests": "n/a"}, policy.RateLimit{}},
-		{"retry-after-ms only", map[string]string{"retry-after-ms": "250"}, policy.RateLimit{RetryAfter: 250 * time.Millisecond, Known: true}},
-		{"retry-after date", map[string]string{"retry-after": now.Add(90 * time.Second).Format(http.TimeFormat)}, policy.RateLimit{RetryAfter: 90 * time.Second, Known: true}},
+		{"limit without remaining", map[string]string{"x-ratelimit-limit-tokens": "6000", "x-ratelimit-limit-requests": "14400"}, verdict.RateLimit{}},
+		{"limit with a garbage remaining", map[string]string{"x-ratelimit-limit-requests": "14400", "x-ratelimit-remaining-requests": "n/a"}, verdict.RateLimit{}},
+		{"retry-after-ms only", map[string]string{"retry-after-ms": "250"}, verdict.RateLimit{RetryAfter: 250 * time.Millisecond, Known: true}},
+		{"retry-after date", map[string]string{"retry-after": now.Add(90 * time.Second).Format(http.TimeFormat)}, verdict.RateLimit{RetryAfter: 90 * time.Second, Known: true}},
 		{"OpenAI reset formats", map[string]string{"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s"},
-			policy.RateLimit{ResetRequests: time.Second, ResetTokens: 6 * time.Minute, Known: true}},
+			verdict.RateLimit{ResetRequests: time.Second, ResetTokens: 6 * time.Minute, Known: true}},
 	}
 	for _, tc := range cases {
 		var h fasthttp.ResponseHeader

@@ -219,3 +219,16 @@ func bodyEnd(r io.Reader) error {
 	}
 	return io.ErrNoProgress
 }
+
+// Abort ends the stream from outside, for a reason of the caller's (the
+// client left): a Next blocked on the upstream returns err at once, as
+// when a watchdog fires. The caller still Closes the stream.
+func (s *Stream) Abort(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.fired != nil {
+		return
+	}
+	s.fired = err
+	_ = s.body.CloseWithError(err)
+}

@@ -1,11 +1,11 @@
-package upstream_test
+package openai_test
 
 import (
 	"bytes"
 	"strings"
 	"testing"
 
-	"switchyard/upstream"
+	"switchyard/openai"
 )
 
 // benchBody1KB is a ~1 KB chat request whose model comes first and whose
@@ -30,7 +30,7 @@ func BenchmarkRewriteModel1KB(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		out, err := upstream.RewriteModel(body, "llama-3.3-70b-versatile")
+		out, err := openai.RewriteModel(body, "llama-3.3-70b-versatile")
 		if err != nil || len(out) <= len(body) {
 			b.Fatal(err)
 		}
@@ -44,7 +44,7 @@ func BenchmarkRewriteModel1KBUnchanged(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		out, err := upstream.RewriteModel(body, "llama-3.3-70b")
+		out, err := openai.RewriteModel(body, "llama-3.3-70b")
 		if err != nil || len(out) != len(body) {
 			b.Fatal(err)
 		}
@@ -59,7 +59,7 @@ func BenchmarkRewriteModel1KBModelLast(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		if _, err := upstream.RewriteModel(body, "llama-3.3-70b-versatile"); err != nil {
+		if _, err := openai.RewriteModel(body, "llama-3.3-70b-versatile"); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,4 +1,4 @@
-package upstream
+package openai
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+
+	"switchyard/jsonscan"
 )
 
 func TestRewriteModel(t *testing.T) {
@@ -65,9 +67,9 @@ func TestRewriteModel(t *testing.T) {
 // replaced: the bytes before and after it are identical.
 func checkSpan(t *testing.T, body, got []byte) {
 	t.Helper()
-	start, end, ok := TopLevelValue(body, "model")
+	start, end, ok := topLevel(body, "model")
 	if !ok {
-		t.Fatalf("TopLevelValue(%q, model) found nothing", body)
+		t.Fatalf("topLevel(%q, model) found nothing", body)
 	}
 	suffix := body[end:]
 	if !bytes.HasPrefix(got, body[:start]) || !bytes.HasSuffix(got, suffix) || len(got) < start+len(suffix) {
@@ -130,7 +132,7 @@ func TestRewriteModelNoModel(t *testing.T) {
 	}
 }
 
-func TestTopLevelValue(t *testing.T) {
+func TestTopLevelSpans(t *testing.T) {
 	body := `{ "messages" : [{"role":"user","content":"a \"b\" {c}"}], "stream":true,` +
 		`"stream_options":{"include_usage":true},"temperature": 0.5 ,"n":null,"stop":["\n"],"user":"u"}`
 	cases := []struct {
@@ -151,16 +153,16 @@ func TestTopLevelValue(t *testing.T) {
 		{"", "", false},
 	}
 	for _, tc := range cases {
-		start, end, ok := TopLevelValue([]byte(body), tc.key)
+		start, end, ok := topLevel([]byte(body), tc.key)
 		if ok != tc.ok || (ok && body[start:end] != tc.want) {
 			got := ""
 			if ok {
 				got = body[start:end]
 			}
-			t.Errorf("TopLevelValue(%q) = %q, %v; want %q, %v", tc.key, got, ok, tc.want, tc.ok)
+			t.Errorf("topLevel(%q) = %q, %v; want %q, %v", tc.key, got, ok, tc.want, tc.ok)
 		}
 	}
-	if _, _, ok := TopLevelValue([]byte(`{}`), "stream_options"); ok {
+	if _, _, ok := topLevel([]byte(`{}`), "stream_options"); ok {
 		t.Errorf("TopLevelValue found a key in {}")
 	}
 }
@@ -189,7 +191,7 @@ func FuzzRewriteModel(f *testing.F) {
 		f.Add([]byte(s), "a\"b\\c\n\x00\x7f\u2028\xff🚀")
 	}
 	f.Fuzz(func(t *testing.T, body []byte, model string) {
-		start, end, ok := TopLevelValue(body, "model")
+		start, end, ok := topLevel(body, "model")
 		if ok && (start < 0 || end > len(body) || start >= end) {
 			t.Fatalf("TopLevelValue span [%d,%d) outside %d bytes", start, end, len(body))
 		}
@@ -232,4 +234,13 @@ func FuzzRewriteModel(f *testing.F) {
 			t.Errorf("unchanged model: body copied")
 		}
 	})
+}
+
+// topLevel is jsonscan.Members for one key, as a span.
+func topLevel(body []byte, key string) (start, end int, ok bool) {
+	var sp [1]jsonscan.Span
+	if object, _ := jsonscan.Members(body, []string{key}, sp[:]); !object || !sp[0].Found() {
+		return 0, 0, false
+	}
+	return sp[0].Start, sp[0].End, true
 }

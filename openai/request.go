@@ -1,0 +1,215 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"slices"
+
+	"switchyard/jsonscan"
+)
+
+// Error codes of the proxy's own answers to bad requests (OpenAI's own
+// codes where OpenAI has one).
+const (
+	CodeInvalidJSON  = "invalid_json"
+	CodeMissingParam = "missing_required_parameter"
+	CodeUnsupported  = "unsupported_parameter"
+)
+
+// RequestError is a chat request the proxy rejects: the message, the
+// offending param ("" when none) and the code, for a 400.
+type RequestError struct{ Message, Param, Code string }
+
+func (e *RequestError) Error() string { return e.Message }
+
+// ChatRequest is what the proxy reads of a chat completion request body;
+// the body itself is forwarded as it is.
+type ChatRequest struct {
+	// Model is the requested model (the client's alias).
+	Model string
+	// ModelPlain reports that the body spells Model without escapes, so a
+	// body sent under Model itself needs no rewrite.
+	ModelPlain bool
+	// Stream is "stream": true.
+	Stream bool
+	// StreamOptions is the span of the stream_options value (zero when
+	// absent).
+	StreamOptions jsonscan.Span
+	// IncludeUsage is stream_options.include_usage: true.
+	IncludeUsage bool
+}
+
+// chatKeys are the top-level members ParseChatRequest reads, in the order
+// of its spans.
+var chatKeys = []string{"model", "messages", "stream", "stream_options"}
+
+var includeUsageKey = []string{"include_usage"}
+
+// ParseChatRequest validates body and reads the members the proxy needs in
+// one pass, without decoding the rest. The error is a *RequestError.
+func ParseChatRequest(body []byte) (ChatRequest, error) {
+	var req ChatRequest
+	var spans [4]jsonscan.Span
+	object, ok := jsonscan.Members(body, chatKeys, spans[:])
+	if !ok {
+		return req, invalidJSON(body)
+	}
+	if !object {
+		return req, &RequestError{"request body must be a JSON object", "", CodeInvalidJSON}
+	}
+	model, messages, stream, options := spans[0], spans[1], spans[2], spans[3]
+	if !model.Found() || body[model.Start] != '"' || model.End-model.Start <= 2 {
+		return req, &RequestError{`you must provide a model parameter (a string under the key "model")`, "model", CodeMissingParam}
+	}
+	if raw := body[model.Start+1 : model.End-1]; bytes.IndexByte(raw, '\\') < 0 {
+		req.Model, req.ModelPlain = string(raw), true
+	} else {
+		var name string // escaped: decode it (rare; its own variable keeps req off the heap)
+		if json.Unmarshal(body[model.Start:model.End], &name) != nil || name == "" {
+			return req, &RequestError{"invalid model string", "model", CodeInvalidJSON}
+		}
+		req.Model = name
+	}
+	if !messages.Found() || body[messages.Start] != '[' {
+		return req, &RequestError{"you must provide a messages parameter (an array)", "messages", CodeMissingParam}
+	}
+	if stream.Found() {
+		switch string(body[stream.Start:stream.End]) {
+		case "true":
+			req.Stream = true
+		case "false", "null":
+		default:
+			return req, &RequestError{"stream must be a boolean", "stream", CodeInvalidJSON}
+		}
+	}
+	if options.Found() {
+		req.StreamOptions = options
+		if opts := body[options.Start:options.End]; opts[0] == '{' {
+			var usage [1]jsonscan.Span
+			jsonscan.Members(opts, includeUsageKey, usage[:])
+			req.IncludeUsage = string(opts[usage[0].Start:usage[0].End]) == "true"
+		}
+	}
+	return req, nil
+}
+
+// invalidJSON is the error for a body that is not valid JSON, with
+// encoding/json's account of where when there is one.
+func invalidJSON(body []byte) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return &RequestError{"request body is empty; send a JSON request", "", CodeInvalidJSON}
+	}
+	msg := "request body is not valid JSON"
+	var v json.RawMessage
+	if err := json.Unmarshal(body, &v); err != nil {
+		msg += ": " + err.Error()
+	}
+	return &RequestError{msg, "", CodeInvalidJSON}
+}
+
+// ErrNoModel is returned by RewriteModel for a body without a top-level
+// string "model".
+var ErrNoModel = errors.New("request body has no top-level model string")
+
+var modelKey = []string{"model"}
+
+// RewriteModel returns body with the value of its top-level "model"
+// replaced by model, every other byte unchanged. When the value already
+// spells model, body itself is returned. body must be valid JSON.
+func RewriteModel(body []byte, model string) ([]byte, error) {
+	var sp [1]jsonscan.Span
+	if object, _ := jsonscan.Members(body, modelKey, sp[:]); !object || !sp[0].Found() || body[sp[0].Start] != '"' {
+		return nil, ErrNoModel
+	}
+	quoted := AppendString(make([]byte, 0, len(model)+2), model)
+	return splice(body, sp[0].Start, sp[0].End, quoted), nil
+}
+
+// WithIncludeUsage asks a stream for its usage chunk (so token quotas can
+// be counted) by adding "stream_options":{"include_usage":true} to a body
+// that has no stream_options (req.StreamOptions is zero). The proxy strips
+// the usage from the client's stream again.
+func WithIncludeUsage(body []byte, req *ChatRequest) []byte {
+	if req.StreamOptions.Found() {
+		return body
+	}
+	end := bytes.LastIndexByte(body, '}')
+	if end < 0 {
+		return body
+	}
+	add := []byte(`,"stream_options":{"include_usage":true}`)
+	if start := bytes.IndexByte(body, '{'); len(bytes.TrimSpace(body[start+1:end])) == 0 {
+		add = add[1:] // an empty object has no member to follow
+	}
+	return splice(body, end, end, add)
+}
+
+// UsedParam returns the first of names that body uses, "" when none. A
+// param is used when it is present with a value that asks for the
+// feature: not null, false, 0, "" or an empty object or array; for "n",
+// a number above 1 (n: 1 is every provider's default).
+func UsedParam(body []byte, names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	var stack [8]jsonscan.Span
+	spans := stack[:0]
+	if len(names) > len(stack) {
+		spans = make([]jsonscan.Span, len(names))
+	} else {
+		spans = stack[:len(names)]
+	}
+	if object, _ := jsonscan.Members(body, names, spans); !object {
+		return ""
+	}
+	for i, sp := range spans {
+		if sp.Found() && asks(names[i], body[sp.Start:sp.End]) {
+			return names[i]
+		}
+	}
+	return ""
+}
+
+// asks reports whether a param's value asks for its feature (see UsedParam).
+func asks(name string, v []byte) bool {
+	switch string(v) {
+	case "null", "false", "0", `""`, "{}", "[]":
+		return false
+	}
+	if name == "n" {
+		var n float64
+		return json.Unmarshal(v, &n) == nil && n > 1
+	}
+	if v[0] == '{' || v[0] == '[' {
+		return len(bytes.TrimSpace(v[1:len(v)-1])) > 0
+	}
+	return true
+}
+
+// DropParams returns body without the top-level members named in names
+// (body itself when it has none of them). body must be valid JSON.
+func DropParams(body []byte, names []string) []byte {
+	for _, name := range slices.Compact(slices.Sorted(slices.Values(names))) {
+		for { // a name may repeat
+			var sp [1]jsonscan.Span
+			if object, _ := jsonscan.Members(body, []string{name}, sp[:]); !object || !sp[0].Found() {
+				break
+			}
+			body = jsonscan.DeleteMember(body, sp[0])
+		}
+	}
+	return body
+}
+
+// splice returns b with b[from:to] replaced by with (b itself when that
+// changes nothing).
+func splice(b []byte, from, to int, with []byte) []byte {
+	if bytes.Equal(b[from:to], with) {
+		return b
+	}
+	out := make([]byte, 0, len(b)-(to-from)+len(with))
+	out = append(out, b[:from]...)
+	out = append(out, with...)
+	return append(out, b[to:]...)
+}

@@ -1,0 +1,254 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"switchyard/openai"
+	"switchyard/policy"
+	"switchyard/upstream"
+	"switchyard/verdict"
+)
+
+// attempt is the record of one candidate tried: for the decision log,
+// X-Attempts and the all-failed answer.
+type attempt struct {
+	upstream, model string
+	outcome         verdict.Outcome
+	reason          string // the failure table's rule
+	breakerOpen     bool   // the breaker refused the call: no attempt was made
+	status          int
+	err             error
+}
+
+// label is the attempt as the decision log's "tried" field lists it.
+func (a *attempt) label() string {
+	if a.breakerOpen {
+		return a.upstream + ":breaker_open"
+	}
+	return a.upstream + ":" + a.outcome.String()
+}
+
+// attemptResult is what one upstream attempt left for the handler.
+type attemptResult struct {
+	u        *upstream.Client
+	model    string
+	resp     *upstream.Response
+	v        verdict.Verdict
+	err      error
+	events   [][]byte // stream events read before the commit point (copies)
+	ended    bool     // the stream was read to its end inside the attempt
+	finishes openai.Finishes
+	ttft     time.Duration
+	start    time.Time    // when this attempt started
+	deferred bool         // the breakers await StreamDone/StreamFailed (a committed stream)
+	usage    openai.Usage // a plain answer's usage
+	chars    int64        // completion characters read so far (chars quotas)
+}
+
+func (r *attemptResult) release() {
+	if r.resp != nil && r.resp.Stream != nil {
+		r.resp.Stream.Close(errAbandoned)
+		r.resp.Stream = nil
+	}
+}
+
+// streaming reports whether the attempt is a stream to relay: an open
+// upstream stream, or one read to its end before the commit point.
+func (r *attemptResult) streaming() bool {
+	return r.resp != nil && (r.resp.Stream != nil || r.ended)
+}
+
+var (
+	errAbandoned     = errors.New("attempt abandoned")
+	errInBandError   = errors.New("in-band error event")
+	errInvalidJSON   = errors.New("2xx answer is not valid JSON")
+	errCutStream     = errors.New("stream ended before every choice finished")
+	errCompleteBound = errors.New("stream not complete within the timeout or the size limit (commit mode complete)")
+)
+
+// attempt sends the request to one upstream through the policy's breakers
+// (and retry, when configured). For a stream it also reads up to the commit
+// point — the first data event, or the whole stream in "complete" mode — so
+// that a failure before it fails over invisibly.
+func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResult {
+	body, err := upstreamBody(c, u, model)
+	if err != nil {
+		return &attemptResult{u: u, model: model, err: err, v: verdict.Verdict{Outcome: verdict.Failure, Reason: "invalid_request"}}
+	}
+	var r *attemptResult
+	att, doErr := c.st.policy.Do(u.Name, model, func() (policy.Attempt, error) {
+		if r != nil {
+			r.release() // a retry: the previous try's stream is of no use
+		}
+		r = s.tryOnce(c, u, model, body)
+		if !(r.v.Outcome == verdict.OK && r.streaming()) {
+			// A relayed stream is observed when it ends (usage, tokens, TTFT).
+			s.observe(c, r)
+		}
+		a := policy.Attempt{Outcome: r.v.Outcome, RetryAfter: r.v.RetryAfter,
+			NoRetry: errors.Is(r.err, verdict.ErrTimeout)}
+		if r.resp != nil {
+			a.RetryAfter = max(a.RetryAfter, r.resp.RateLimit.RetryAfter)
+		}
+		// A committed stream can still fail: its breaker record waits for
+		// the relay to end it (StreamDone / StreamFailed).
+		a.Pending = r.v.Outcome == verdict.OK && r.resp != nil && r.resp.Stream != nil
+		return a, r.err
+	})
+	if r == nil { // the breaker refused the call
+		return &attemptResult{u: u, model: model, err: doErr}
+	}
+	r.deferred = att.Deferred
+	return r
+}
+
+// tryOnce is one HTTP exchange with an upstream, classified.
+func (s *Server) tryOnce(c *call, u *upstream.Client, model string, body []byte) *attemptResult {
+	start := time.Now()
+	r := &attemptResult{u: u, model: model, start: start}
+	resp, err := u.Do(&upstream.Request{Body: body, Stream: c.req.Stream, RequestID: c.rid, ClientHeader: c.clientHeader})
+	if err != nil {
+		r.err = err
+		r.v = verdict.Classify(verdict.Answer{Provider: u.Provider, Err: err})
+		return r
+	}
+	r.resp = resp
+	answer := verdict.Answer{Provider: u.Provider, Status: resp.Status, RateLimit: resp.RateLimit, Body: resp.Body}
+	if resp.Status/100 != 2 {
+		r.v = verdict.Classify(answer)
+		return r
+	}
+	if resp.Stream == nil {
+		// A plain answer (or a plain answer to a stream request: the
+		// relay converts it). One pass: valid JSON, an error, the usage.
+		a := openai.ReadAnswer(resp.Body)
+		switch {
+		case !a.Valid:
+			r.err = fmt.Errorf("upstream %s: %w", u.Name, errInvalidJSON)
+			answer.Err = r.err
+		case a.Error:
+			answer.InBand = true
+			r.err = inBandError(u.Name, resp.Body)
+		}
+		r.usage = a.Usage
+		r.ttft = resp.Latency
+		r.v = verdict.Classify(answer)
+		return r
+	}
+	s.readToCommit(c, r)
+	return r
+}
+
+// readToCommit reads a stream to its commit point: the first data event,
+// or in complete mode the whole stream, bounded like a plain answer by the
+// upstream's timeout and MaxPlainBody. A failure before it is the
+// attempt's verdict, and the stream is released.
+func (s *Server) readToCommit(c *call, r *attemptResult) {
+	u, resp := r.u, r.resp
+	deadline := r.start.Add(u.Timeout())
+	size := 0
+	fail := func(err error, inBand []byte) {
+		r.release()
+		r.err = err
+		r.v = verdict.Classify(verdict.Answer{Provider: u.Provider, Status: resp.Status, RateLimit: resp.RateLimit,
+			Body: inBand, InBand: inBand != nil, Err: err})
+	}
+	for {
+		if c.complete && (size > upstream.MaxPlainBody || time.Now().After(deadline)) {
+			fail(fmt.Errorf("upstream %s: %w", u.Name, errCompleteBound), nil)
+			return
+		}
+		raw, err := resp.Stream.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if c.complete && r.finishes.Complete() {
+					r.events = append(r.events, doneEvent)
+					r.ended = true
+					break
+				}
+				err = fmt.Errorf("upstream %s: %w", u.Name, errCutStream)
+			}
+			fail(err, nil)
+			return
+		}
+		ev := openai.ReadEvent(raw)
+		if ev.Failed() {
+			fail(inBandError(u.Name, ev.Data), nonNil(ev.Data))
+			return
+		}
+		if ev.IsData && !ev.Done && !ev.Chunk.Valid {
+			invalidSSETotal.Inc()
+			continue
+		}
+		if ev.IsData && !ev.Done {
+			r.finishes.Add(ev.Data, &ev.Chunk)
+		}
+		r.events = append(r.events, bytes.Clone(raw))
+		size += len(raw)
+		if ev.IsData && r.ttft == 0 {
+			r.ttft = time.Since(r.start) // the policy's latency for streams: time to first token
+		}
+		if !c.complete && ev.IsData && !ev.Done {
+			break // the commit point: the first data event
+		}
+		if ev.Done {
+			r.ended = true
+			resp.Stream.Close(nil)
+			resp.Stream = nil
+			break
+		}
+	}
+	if r.ended && resp.Stream != nil {
+		resp.Stream.Close(nil)
+		resp.Stream = nil
+	}
+	r.v = verdict.Classify(verdict.Answer{Provider: u.Provider, Status: resp.Status, RateLimit: resp.RateLimit})
+}
+
+// nonNil returns b, or an empty non-nil slice: an in-band error without
+// data (a bare "event: error") is still in-band.
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// inBandError is the error of an answer that carried an error in-band,
+// for logs: the upstream's message, or else the data itself, cut short.
+func inBandError(upstreamName string, data []byte) error {
+	e, _ := openai.ParseError(data)
+	msg := e.Message
+	switch {
+	case msg != "":
+	case len(data) == 0:
+		msg = "event: error"
+	default:
+		msg = string(data)
+	}
+	return fmt.Errorf("upstream %s: %w: %s", upstreamName, errInBandError, truncate(msg, 300))
+}
+
+// describe says why an attempt failed, for the log and /status, with any
+// upstream key an upstream echoed scrubbed: the upstream's own message
+// when it sent one.
+func (st *state) describe(r *attemptResult) string {
+	if r.err != nil {
+		return st.redact(r.err.Error())
+	}
+	if r.resp == nil {
+		return r.v.Reason
+	}
+	msg := r.v.Message
+	if e, ok := openai.ParseError(r.resp.Body); ok && e.Message != "" {
+		msg = e.Message
+	}
+	if msg == "" {
+		return fmt.Sprintf("HTTP %d", r.resp.Status)
+	}
+	return fmt.Sprintf("HTTP %d: %s", r.resp.Status, st.redact(truncate(msg, 300)))
+}

@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// fasthttp gives a stream handler no signal when its client disconnects:
+// the only sign is the next write's error, and while the upstream is
+// silent (a model thinking) there is no write, so the upstream keeps its
+// connection and keeps generating billed tokens. The watcher closes that
+// gap: every watchInterval it peeks (without consuming a byte) at the
+// connection of each stream that has waited on its upstream for longer
+// than that, and aborts the upstream stream of one whose client is gone.
+
+// watchInterval is how often silent streams' clients are checked: the
+// upstream is released within about twice this after the client left.
+const watchInterval = 250 * time.Millisecond
+
+// errClientGone ends an upstream stream whose client disconnected.
+var errClientGone = errors.New("client disconnected")
+
+// watcher holds the streams whose clients are checked.
+type watcher struct {
+	mu      sync.Mutex
+	relays  map[*relay]struct{}
+	running bool
+}
+
+// watch adds a relay whose client connection can be peeked at. The
+// watcher's goroutine runs only while there are relays.
+func (s *Server) watch(r *relay) {
+	if _, ok := r.conn.(syscall.Conn); !ok {
+		return
+	}
+	w := &s.watcher
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.relays == nil {
+		w.relays = map[*relay]struct{}{}
+	}
+	w.relays[r] = struct{}{}
+	if !w.running {
+		w.running = true
+		go s.watchDisconnects()
+	}
+}
+
+// unwatch removes a relay (its response is done).
+func (s *Server) unwatch(r *relay) {
+	w := &s.watcher
+	w.mu.Lock()
+	delete(w.relays, r)
+	w.mu.Unlock()
+}
+
+func (s *Server) watchDisconnects() {
+	w := &s.watcher
+	t := time.NewTicker(watchInterval)
+	defer t.Stop()
+	var silent []*relay
+	for range t.C {
+		now := time.Now().UnixNano()
+		silent = silent[:0]
+		w.mu.Lock()
+		if len(w.relays) == 0 {
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		for r := range w.relays {
+			if since := r.waitingSince.Load(); since != 0 && now-since >= int64(watchInterval) {
+				silent = append(silent, r)
+			}
+		}
+		w.mu.Unlock()
+		for _, r := range silent {
+			if peerClosed(r.conn) {
+				r.r.resp.Stream.Abort(errClientGone)
+			}
+		}
+	}
+}
+
+// peerClosed reports whether the peer of conn has closed it (or reset
+// it): a peek that reads nothing at the end of the stream. Bytes the
+// client sent (a pipelined request) stay unread.
+func peerClosed(conn net.Conn) bool {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	var buf [1]byte
+	_ = raw.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		closed = (n == 0 && err == nil) || errors.Is(err, syscall.ECONNRESET)
+		return true // never wait for readiness
+	})
+	return closed
+}

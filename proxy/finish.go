@@ -1,0 +1,178 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"switchyard/openai"
+	"switchyard/policy"
+	"switchyard/verdict"
+)
+
+// outcomeResult is how a served request ended, for finish.
+type outcomeResult struct {
+	status int // the status the client got
+	// entry is the answer to cache when cacheable: a plain body, or the
+	// stream as the upstream sent it.
+	entry       []byte
+	stream      bool // entry is a stream
+	contentType string
+	cacheable   bool
+	// A stream's end: the upstream failed after the commit (streamErr),
+	// or the client left or the stream stopped short (clientErr); usage
+	// and chars are what the stream reported.
+	streamErr, clientErr error
+	usage                openai.Usage
+	chars                int64
+}
+
+// finish is the one end of every request an upstream served, plain or
+// stream: the stream's observation and breaker record, the metrics, the
+// cache store (which also hands the answer to coalesced followers), the
+// flight, and the log line.
+func (s *Server) finish(c *call, r *attemptResult, o outcomeResult) {
+	c.finished = true
+	status := o.status
+	var logErr string
+	if o.stream {
+		logErr, status = s.endStream(c, r, &o)
+	} else if status/100 == 2 {
+		s.successes.Add(1)
+	}
+	if o.cacheable {
+		s.store(c, o.stream, o.entry, o.contentType, r.u.Name)
+	}
+	s.finishFlight(c, nil)
+	s.logRequest(c, status, logErr)
+}
+
+// endStream reports a relayed stream's end to the policy and the metrics,
+// and returns what the log says of it: the error, and the status (499 for
+// a client that left).
+func (s *Server) endStream(c *call, r *attemptResult, o *outcomeResult) (string, int) {
+	pol := c.st.policy
+	m := metricsFor(r.u.Name)
+	ob := policy.Observation{Outcome: verdict.OK, Status: r.resp.Status, Latency: r.ttft,
+		Usage: policy.Usage(o.usage), Chars: o.chars, RateLimit: r.resp.RateLimit, Cooldown: r.v.Cooldown}
+	if o.streamErr != nil {
+		msg := c.st.redact(o.streamErr.Error())
+		ob.Err = msg
+		pol.StreamFailed(r.u.Name, r.model, r.deferred, ob)
+		label := "error"
+		if errors.Is(o.streamErr, verdict.ErrTimeout) {
+			label = "timeout"
+		}
+		m.outcomes[label].Inc()
+		return msg, o.status
+	}
+	// The upstream did its part (and has charged the request), whether or
+	// not the client stayed to the end.
+	pol.StreamDone(r.u.Name, r.model, r.deferred)
+	pol.Observe(r.u.Name, r.model, ob)
+	m.outcomes["ok"].Inc()
+	if o.clientErr != nil {
+		return "client went away: " + o.clientErr.Error(), 499 // nginx's "client closed request", for the log only
+	}
+	s.successes.Add(1)
+	c.usage = o.usage
+	m.promptTokens.Add(int(o.usage.PromptTokens))
+	m.completionTokens.Add(int(o.usage.CompletionTokens))
+	m.ttfb.Update(r.ttft.Seconds())
+	m.duration.Update(time.Since(r.start).Seconds())
+	return "", o.status
+}
+
+// observe reports a finished attempt (not a relayed stream: endStream
+// does) to the policy and the metrics.
+func (s *Server) observe(c *call, r *attemptResult) {
+	u := r.u
+	ob := policy.Observation{Outcome: r.v.Outcome, Latency: r.ttft, Cooldown: r.v.Cooldown}
+	m := metricsFor(u.Name)
+	if r.resp != nil {
+		ob.Status = r.resp.Status
+		ob.RateLimit = r.resp.RateLimit
+		if r.v.Outcome == verdict.OK && !r.streaming() {
+			ob.Usage = policy.Usage(r.usage)
+			if c.st.policyNeedsChars(u.Name) {
+				ob.Chars = openai.PromptChars(c.body) + openai.CompletionChars(r.resp.Body)
+			}
+			m.duration.Update(r.resp.Latency.Seconds())
+		}
+		if ob.Latency == 0 {
+			ob.Latency = r.resp.Latency
+		}
+	}
+	if r.v.Outcome != verdict.OK {
+		ob.Err = c.st.describe(r)
+	}
+	m.outcomes[outcomeLabel(r)].Inc()
+	m.promptTokens.Add(int(ob.Usage.PromptTokens))
+	m.completionTokens.Add(int(ob.Usage.CompletionTokens))
+	c.usage = openai.Usage(ob.Usage)
+	c.st.policy.Observe(u.Name, r.model, ob)
+}
+
+// outcomeLabel is the attempt's switchyard_upstream_requests_total outcome.
+func outcomeLabel(r *attemptResult) string {
+	switch r.v.Outcome {
+	case verdict.OK:
+		return "ok"
+	case verdict.RateLimited, verdict.QuotaExhausted:
+		return "rate_limited"
+	case verdict.ClientError, verdict.NotServed:
+		return "client_error"
+	}
+	if errors.Is(r.err, verdict.ErrTimeout) {
+		return "timeout"
+	}
+	return "error"
+}
+
+// logRequest writes the request's one log line: id, route, status, upstream,
+// duration, cache result and the routing decision.
+func (s *Server) logRequest(c *call, status int, streamErr string) {
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelWarn
+	}
+	if !s.log.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", c.rid),
+		slog.String("route", routeChat),
+		slog.Int("status", status),
+		slog.String("model", truncate(c.req.Model, 100)),
+		slog.Bool("stream", c.req.Stream),
+		slog.String("cache", c.xcache),
+		slog.String("upstream", c.upstream),
+		slog.Int64("duration_us", time.Since(c.start).Microseconds()), // an integer: slog writes a float through encoding/json
+	}
+	if len(c.ranked) > 0 {
+		var b []byte
+		for i, cand := range c.ranked {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, cand.Name...)
+			b = append(b, '=')
+			b = strconv.AppendFloat(b, cand.Score, 'f', 3, 64)
+		}
+		tried := make([]string, len(c.tried))
+		for i := range c.tried {
+			tried[i] = c.tried[i].label()
+		}
+		attrs = append(attrs, slog.String("ranked", string(b)), slog.String("tried", strings.Join(tried, ",")))
+	}
+	if c.usage.PromptTokens+c.usage.CompletionTokens > 0 {
+		attrs = append(attrs, slog.Int64("prompt_tokens", c.usage.PromptTokens), slog.Int64("completion_tokens", c.usage.CompletionTokens))
+	}
+	if streamErr != "" {
+		attrs = append(attrs, slog.String("stream_error", streamErr))
+	}
+	s.log.LogAttrs(context.Background(), level, "request", attrs...)
+}

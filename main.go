@@ -166,24 +166,14 @@ func buildClients(cfg config.Config) ([]*upstream.Client, error) {
 	return out, nil
 }
 
-func policySpecs(cfg config.Config) ([]policy.UpstreamSpec, policy.Options) {
-	specs := make([]policy.UpstreamSpec, 0, len(cfg.Upstreams))
-	for _, u := range cfg.Upstreams {
-		specs = append(specs, policy.UpstreamSpec{
-			Name:       u.Name,
-			Priority:   u.Priority,
-			QuotaGroup: u.QuotaGroup,
-			Quota:      policy.Quota{Limit: u.Quota.Limit, Unit: u.Quota.Unit, Period: u.Quota.Period},
-			Retry:      policy.Retry{Attempts: u.Retry.Attempts, Backoff: u.Retry.Backoff, MaxRetryAfter: u.Retry.MaxRetryAfter},
-		})
-	}
-	w := cfg.Routing.Weights
-	opts := policy.Options{
-		Weights:       policy.Weights{Health: w.Health, Quota: w.Quota, Latency: w.Latency},
-		Breaker:       policy.BreakerSettings{FailureThreshold: cfg.Breaker.FailureThreshold, SuccessThreshold: cfg.Breaker.SuccessThreshold, Delay: cfg.Breaker.Delay},
+// policyOptions are the policy's options from the configuration; the
+// upstreams' own settings it reads from cfg.Upstreams directly.
+func policyOptions(cfg config.Config) policy.Options {
+	return policy.Options{
+		Weights:       cfg.Routing.Weights,
+		Breaker:       cfg.Breaker,
 		CounterPrefix: cfg.Cache.Namespace + ":v1:quota",
 	}
-	return specs, opts
 }
 
 // bodyBufferLimit is the largest body buffer a connection (or a pooled
@@ -201,9 +191,9 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	specs, popts := policySpecs(cfg)
+	popts := policyOptions(cfg)
 	popts.Counter, popts.Logger = be.counter, log
-	pol, err := policy.New(specs, popts)
+	pol, err := policy.New(cfg.Upstreams, popts)
 	if err != nil {
 		return err
 	}
@@ -315,9 +305,9 @@ func reload(path, listenFlag string, old config.Config, srv *proxy.Server, pol *
 	if err != nil {
 		return reject(err)
 	}
-	specs, popts := policySpecs(cfg)
+	popts := policyOptions(cfg)
 	popts.Counter, popts.Logger = be.counter, log
-	np, err := pol.Reload(specs, popts)
+	np, err := pol.Reload(cfg.Upstreams, popts)
 	if err != nil {
 		return reject(err)
 	}

@@ -735,6 +735,7 @@ func (c *Config) Validate() error {
 		bad("upstreams", "at least one upstream is required")
 	}
 	seen := map[string]int{}
+	groupQuota := map[string]int{} // quota group -> the first member with a quota limit
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		p := fmt.Sprintf("upstreams[%d]", i)
@@ -784,6 +785,14 @@ func (c *Config) Validate() error {
 		}
 		if u.QuotaGroup != "" && !nameRE.MatchString(u.QuotaGroup) {
 			bad(p+".quota_group", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+		}
+		if g := u.QuotaGroup; g != "" && u.Quota.Limit > 0 {
+			// One group, one count: its members must agree on what is counted.
+			if j, ok := groupQuota[g]; !ok {
+				groupQuota[g] = i
+			} else if c.Upstreams[j].Quota != u.Quota {
+				bad(p+".quota", "differs from upstreams[%d].quota, another member of quota_group %q", j, g)
+			}
 		}
 		if u.Retry.Attempts < 0 || u.Retry.Attempts > 10 {
 			bad(p+".retry.attempts", "must be between 0 and 10")

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"switchyard/config"
 	"switchyard/verdict"
 )
 
@@ -13,7 +14,7 @@ const testDelay = 50 * time.Millisecond
 
 func breakerOpts(c *clock, lb *logBuf) Options {
 	o := testOpts(c, lb)
-	o.Breaker = BreakerSettings{FailureThreshold: 5, SuccessThreshold: 1, Delay: testDelay}
+	o.Breaker = config.Breaker{FailureThreshold: 5, SuccessThreshold: 1, Delay: testDelay}
 	return o
 }
 

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"switchyard/config"
 	"switchyard/verdict"
 )
 
@@ -17,41 +18,41 @@ func TestCooldowns(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		quota  Quota
+		quota  config.Quota
 		ob     Observation
 		reason string
 		wait   time.Duration // Until - now; 0 = not skipped
 		until  time.Time     // absolute instead of wait
 	}{
-		{"retry-after", Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: verdict.RateLimit{RetryAfter: 30 * time.Second, Known: true}},
+		{"retry-after", config.Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: verdict.RateLimit{RetryAfter: 30 * time.Second, Known: true}},
 			ReasonRateLimited, 30 * time.Second, time.Time{}},
-		{"nothing known", Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429},
+		{"nothing known", config.Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429},
 			ReasonRateLimited, 10 * time.Second, time.Time{}},
-		{"groq tokens reset beats shorter retry-after", Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: func() verdict.RateLimit {
+		{"groq tokens reset beats shorter retry-after", config.Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: func() verdict.RateLimit {
 			rl := groqHeaders(14000, 0)
 			rl.RetryAfter = 2 * time.Second
 			return rl
 		}()}, ReasonRateLimited, 7660 * time.Millisecond, time.Time{}},
-		{"groq requests per day exhausted", Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: groqHeaders(0, 18000)},
+		{"groq requests per day exhausted", config.Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: groqHeaders(0, 18000)},
 			ReasonRateLimited, 2*time.Minute + 59560*time.Millisecond, time.Time{}},
-		{"ok answer with no requests left", Quota{}, Observation{Outcome: verdict.OK, Status: 200, RateLimit: groqHeaders(0, 17000)},
+		{"ok answer with no requests left", config.Quota{}, Observation{Outcome: verdict.OK, Status: 200, RateLimit: groqHeaders(0, 17000)},
 			ReasonRateLimited, 2*time.Minute + 59560*time.Millisecond, time.Time{}},
-		{"ok answer with room left", Quota{}, Observation{Outcome: verdict.OK, Status: 200, RateLimit: groqHeaders(10, 17000)},
+		{"ok answer with room left", config.Quota{}, Observation{Outcome: verdict.OK, Status: 200, RateLimit: groqHeaders(10, 17000)},
 			"", 0, time.Time{}},
-		{"huge retry-after is capped", Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: verdict.RateLimit{RetryAfter: 1000 * time.Hour, Known: true}},
+		{"huge retry-after is capped", config.Quota{}, Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: verdict.RateLimit{RetryAfter: 1000 * time.Hour, Known: true}},
 			ReasonRateLimited, 24 * time.Hour, time.Time{}},
-		{"402 without period", Quota{}, Observation{Outcome: verdict.QuotaExhausted, Status: 402},
-			ReasonQuotaExhausted, time.Hour, time.Time{}},
-		{"402 with monthly period", Quota{Period: "month"}, Observation{Outcome: verdict.QuotaExhausted, Status: 402},
+		{"402 with the default period (day)", config.Quota{}, Observation{Outcome: verdict.QuotaExhausted, Status: 402},
+			ReasonQuotaExhausted, 0, time.Date(2025, 3, 11, 0, 0, 0, 0, time.UTC)},
+		{"402 with monthly period", config.Quota{Period: "month"}, Observation{Outcome: verdict.QuotaExhausted, Status: 402},
 			ReasonQuotaExhausted, 0, time.Date(2025, 4, 1, 0, 0, 0, 0, time.UTC)},
-		{"402 with reset given", Quota{Period: "month"}, Observation{Outcome: verdict.QuotaExhausted, Status: 402, RateLimit: verdict.RateLimit{RetryAfter: 90 * time.Second, Known: true}},
+		{"402 with reset given", config.Quota{Period: "month"}, Observation{Outcome: verdict.QuotaExhausted, Status: 402, RateLimit: verdict.RateLimit{RetryAfter: 90 * time.Second, Known: true}},
 			ReasonQuotaExhausted, 90 * time.Second, time.Time{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newClock(t0)
 			lb := &logBuf{}
-			p := mustNew(t, []UpstreamSpec{{Name: "a", Quota: tt.quota}, {Name: "b"}}, testOpts(c, lb))
+			p := mustNew(t, []config.Upstream{{Name: "a", Quota: tt.quota}, {Name: "b"}}, testOpts(c, lb))
 			p.Observe("a", "m", classified(tt.ob))
 			ts := targets("m", "a", "b")
 			sk := mustAdmit(t, p, ts, "a")

@@ -168,10 +168,8 @@ func (p *Policy) disable(u *upstream, now time.Time, rl *verdict.RateLimit) {
 		until = now.Add(min(rl.RetryAfter, maxCooldown))
 	case rl.ResetRequests > 0:
 		until = now.Add(min(rl.ResetRequests, maxCooldown))
-	case g.quota.Period != "":
-		_, until = periodBounds(g.quota.Period, now)
 	default:
-		until = now.Add(defaultDisable)
+		_, until = periodBounds(g.quota.Period, now)
 	}
 	prev := storeMax(&g.disabledUntil, until.UnixNano())
 	if prev <= now.UnixNano() {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"switchyard/config"
 	"switchyard/verdict"
 )
 
@@ -91,7 +92,7 @@ func testOpts(c *clock, lb *logBuf) Options {
 	return o
 }
 
-func mustNew(t *testing.T, specs []UpstreamSpec, o Options) *Policy {
+func mustNew(t *testing.T, specs []config.Upstream, o Options) *Policy {
 	t.Helper()
 	p, err := New(specs, o)
 	if err != nil {
@@ -100,10 +101,10 @@ func mustNew(t *testing.T, specs []UpstreamSpec, o Options) *Policy {
 	return p
 }
 
-func specs(names ...string) []UpstreamSpec {
-	out := make([]UpstreamSpec, len(names))
+func specs(names ...string) []config.Upstream {
+	out := make([]config.Upstream, len(names))
 	for i, n := range names {
-		out[i] = UpstreamSpec{Name: n}
+		out[i] = config.Upstream{Name: n}
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/failsafe-go/failsafe-go/budget"
 	"github.com/failsafe-go/failsafe-go/retrypolicy"
 
+	"switchyard/config"
 	"switchyard/verdict"
 )
 
@@ -34,20 +35,16 @@ const (
 	DefaultLatencyPad = 50 * time.Millisecond
 	// DefaultCounterPrefix is the default Options.CounterPrefix.
 	DefaultCounterPrefix = "switchyard:v1:quota"
-	// DefaultFailureThreshold is the default BreakerSettings.FailureThreshold.
+	// DefaultFailureThreshold is the default config.Breaker.FailureThreshold.
 	DefaultFailureThreshold = 5
-	// DefaultSuccessThreshold is the default BreakerSettings.SuccessThreshold.
+	// DefaultSuccessThreshold is the default config.Breaker.SuccessThreshold.
 	DefaultSuccessThreshold = 1
-	// DefaultBreakerDelay is the default BreakerSettings.Delay.
+	// DefaultBreakerDelay is the default config.Breaker.Delay.
 	DefaultBreakerDelay = 60 * time.Second
-	// DefaultRetryBackoff is the default Retry.Backoff.
-	DefaultRetryBackoff = 100 * time.Millisecond
-	// MaxRetryAttempts is the largest Retry.Attempts New accepts.
-	MaxRetryAttempts = 10
 )
 
 // DefaultWeights are used when all of Options.Weights are zero.
-var DefaultWeights = Weights{Health: 0.4, Quota: 0.3, Latency: 0.3}
+var DefaultWeights = config.Weights{Health: 0.4, Quota: 0.3, Latency: 0.3}
 
 // Skipped.Reason values.
 const (
@@ -65,67 +62,7 @@ const (
 	maxRetryAfterHonoured = 2 * time.Second
 	maxRetryDelay         = 2 * time.Second
 	retryJitterFactor     = 0.25
-	maxNameLen            = 100
 )
-
-// Weights are the factors of the score; see the package doc. Zero for all
-// three means DefaultWeights. They are normalised to sum to 1.
-type Weights struct {
-	Health, Quota, Latency float64
-}
-
-// BreakerSettings configure every circuit breaker (per deployment and per
-// upstream key). Zero fields take the defaults: FailureThreshold 5
-// consecutive failures, SuccessThreshold 1 success in half-open, Delay 60s
-// open before half-open.
-type BreakerSettings struct {
-	FailureThreshold, SuccessThreshold int
-	Delay                              time.Duration
-}
-
-// Quota is a configured usage limit per UTC period. Limit 0 means none.
-type Quota struct {
-	// Limit is the allowance per period; 0 disables counting.
-	Limit int64
-	// Unit is "requests" (default), "tokens" or "chars".
-	Unit string
-	// Period is "day" (default when Limit > 0) or "month", in UTC. A Period
-	// without a Limit still tells when a 402 disablement ends.
-	Period string
-}
-
-// Retry configures the optional same-upstream retry of Failure outcomes.
-type Retry struct {
-	// Attempts is the number of extra attempts; 0 (default) means none; at
-	// most MaxRetryAttempts.
-	Attempts int
-	// Backoff is the first delay, doubled per retry up to 2s, with 25%
-	// jitter. 0 means DefaultRetryBackoff.
-	Backoff time.Duration
-	// MaxRetryAfter, when positive, retries a RateLimited attempt whose
-	// RetryAfter is at most this long, after that wait, instead of
-	// failing over. 0 means never.
-	MaxRetryAfter time.Duration
-}
-
-// UpstreamSpec is the policy view of one configured upstream.
-type UpstreamSpec struct {
-	// Name identifies the upstream in targets, logs, metrics labels and
-	// counter keys: 1-100 printable ASCII characters without spaces, quotes
-	// or backslashes.
-	Name string
-	// Priority orders candidates before the score: lower goes first.
-	Priority int
-	// QuotaGroup names a group of upstreams (for example several keys of
-	// one Groq organisation) that share one quota counter, one rate-limit
-	// view and cooldowns. Empty means the upstream's own name. Members with
-	// a Quota must all have the same one.
-	QuotaGroup string
-	// Quota is the configured limit, if any.
-	Quota Quota
-	// Retry is the same-upstream retry, off by default.
-	Retry Retry
-}
 
 // Counter is a shared quota counter. Implementations must be safe for
 // concurrent use and should time out quickly; errors are tolerated.
@@ -140,9 +77,9 @@ type Counter interface {
 // Options configure a Policy. The zero value is usable.
 type Options struct {
 	// Weights of the score; zero means DefaultWeights.
-	Weights Weights
+	Weights config.Weights
 	// Breaker configures all circuit breakers.
-	Breaker BreakerSettings
+	Breaker config.Breaker
 	// Now is the clock for quotas, cooldowns and Skipped.Until; default
 	// time.Now. Breakers always use real time.
 	Now func() time.Time
@@ -163,8 +100,9 @@ type Options struct {
 	// means budget.New() (or the previous Policy's on Reload). It must be
 	// built by the failsafe-go budget package.
 	RetryBudget budget.Budget
-	// Metrics is the set the policy's metrics are registered in; nil means
-	// the default set that metrics.WritePrometheus writes.
+	// Metrics is the set the policy's counters are registered in; nil
+	// means the default set that metrics.WritePrometheus writes, and then
+	// the gauges (see Policy.Gauges) are registered for it too.
 	Metrics *metrics.Set
 }
 
@@ -204,14 +142,15 @@ type env struct {
 	counter Counter
 	prefix  string
 	set     *metrics.Set
+	global  bool // set is the default set: the gauges are registered there too
 }
 
 // Policy decides which upstream serves a request. It is safe for
 // concurrent use.
 type Policy struct {
 	env     *env
-	weights Weights
-	breaker BreakerSettings
+	weights config.Weights
+	breaker config.Breaker
 	tieBand float64
 	pad     float64 // nanoseconds
 	budget  budget.Budget
@@ -220,19 +159,20 @@ type Policy struct {
 	groups  map[string]*group
 	// counters not bound to an upstream
 	budgetExceeded *metrics.Counter
+	gauges         *metrics.Set // p's own gauges, swapped on Reload (see bindGauges)
 }
 
 // upstream is one configured upstream in one Policy: its spec plus pointers
 // to the state that survives Reload.
 type upstream struct {
-	spec  UpstreamSpec
+	spec  config.Upstream
 	st    *upState
 	grp   *group
 	retry retrypolicy.RetryPolicy[Attempt] // nil without Retry.Attempts
 }
 
 // New validates specs and options and returns a Policy.
-func New(specs []UpstreamSpec, o Options) (*Policy, error) {
+func New(specs []config.Upstream, o Options) (*Policy, error) {
 	return build(specs, o, nil)
 }
 
@@ -243,7 +183,7 @@ func New(specs []UpstreamSpec, o Options) (*Policy, error) {
 // only if unit and period are unchanged). A nil o.Counter or o.RetryBudget
 // keeps the old one. The receiver stays usable for requests in flight;
 // both share the carried state. Metrics switch to the new Policy.
-func (p *Policy) Reload(specs []UpstreamSpec, o Options) (*Policy, error) {
+func (p *Policy) Reload(specs []config.Upstream, o Options) (*Policy, error) {
 	return build(specs, o, p)
 }
 
@@ -258,7 +198,7 @@ type budgetInternal interface {
 	OnBudgetExceeded(executionType budget.ExecutionType, info failsafe.ExecutionInfo)
 }
 
-func build(specs []UpstreamSpec, o Options, old *Policy) (*Policy, error) {
+func build(specs []config.Upstream, o Options, old *Policy) (*Policy, error) {
 	if len(specs) == 0 {
 		return nil, errors.New("policy: no upstreams")
 	}
@@ -280,24 +220,18 @@ func build(specs []UpstreamSpec, o Options, old *Policy) (*Policy, error) {
 		e.prefix = DefaultCounterPrefix
 	}
 	if e.set == nil {
-		e.set = metrics.GetDefaultSet()
+		e.set, e.global = metrics.GetDefaultSet(), true
 	}
 	p := &Policy{env: e, byName: make(map[string]*upstream, len(specs)), groups: map[string]*group{}}
 
-	w := o.Weights
-	if w.Health < 0 || w.Quota < 0 || w.Latency < 0 {
-		return nil, fmt.Errorf("policy: weights: must not be negative: %+v", w)
-	}
-	if w == (Weights{}) {
+	w := o.Weights // valid: config.Validate
+	if w == (config.Weights{}) {
 		w = DefaultWeights
 	}
 	sum := w.Health + w.Quota + w.Latency
-	p.weights = Weights{Health: w.Health / sum, Quota: w.Quota / sum, Latency: w.Latency / sum}
+	p.weights = config.Weights{Health: w.Health / sum, Quota: w.Quota / sum, Latency: w.Latency / sum}
 
-	b := o.Breaker
-	if b.FailureThreshold < 0 || b.SuccessThreshold < 0 || b.Delay < 0 {
-		return nil, fmt.Errorf("policy: breaker: thresholds and delay must not be negative: %+v", b)
-	}
+	b := o.Breaker // valid: config.Validate; zero fields take the defaults
 	if b.FailureThreshold == 0 {
 		b.FailureThreshold = DefaultFailureThreshold
 	}
@@ -339,55 +273,29 @@ func build(specs []UpstreamSpec, o Options, old *Policy) (*Policy, error) {
 	}
 	p.budgetExceeded = e.set.GetOrCreateCounter(`switchyard_retry_budget_exceeded_total`)
 
-	// Validate specs and collect quota groups.
+	// Collect quota groups. The specs are valid (config.Validate): names
+	// unique and safe as key parts and label values, members of a group
+	// agree on its quota.
 	type groupSpec struct {
-		quota   Quota
+		quota   config.Quota
 		members []string
 	}
 	gspecs := map[string]*groupSpec{}
 	var gorder []string
-	norm := make([]UpstreamSpec, len(specs))
+	norm := make([]config.Upstream, len(specs))
 	for i, s := range specs {
-		if err := checkName(s.Name); err != nil {
-			return nil, fmt.Errorf("policy: upstreams[%d].name: %w", i, err)
-		}
-		if _, dup := p.byName[s.Name]; dup {
-			return nil, fmt.Errorf("policy: upstream %q: duplicate name", s.Name)
-		}
-		p.byName[s.Name] = nil
-		if s.QuotaGroup != "" {
-			if err := checkName(s.QuotaGroup); err != nil {
-				return nil, fmt.Errorf("policy: upstream %q: quota_group: %w", s.Name, err)
-			}
-		}
-		q, err := normQuota(s.Quota)
-		if err != nil {
-			return nil, fmt.Errorf("policy: upstream %q: quota: %w", s.Name, err)
-		}
-		s.Quota = q
-		if s.Retry.Attempts < 0 || s.Retry.Attempts > MaxRetryAttempts {
-			return nil, fmt.Errorf("policy: upstream %q: retry.attempts: must be between 0 and %d", s.Name, MaxRetryAttempts)
-		}
-		if s.Retry.Backoff < 0 {
-			return nil, fmt.Errorf("policy: upstream %q: retry.backoff: must not be negative", s.Name)
-		}
-		if s.Retry.Backoff == 0 {
-			s.Retry.Backoff = DefaultRetryBackoff
-		}
+		s.Quota = normQuota(s.Quota)
 		norm[i] = s
 		key := groupKey(s)
 		gs := gspecs[key]
 		if gs == nil {
-			gs = &groupSpec{}
+			gs = &groupSpec{quota: s.Quota}
 			gspecs[key] = gs
 			gorder = append(gorder, key)
 		}
 		gs.members = append(gs.members, s.Name)
-		if s.Quota != (Quota{}) {
-			if gs.quota != (Quota{}) && gs.quota != s.Quota {
-				return nil, fmt.Errorf("policy: upstream %q: quota: differs from another member of quota group %q", s.Name, key)
-			}
-			gs.quota = s.Quota
+		if s.Quota.Limit > 0 {
+			gs.quota = s.Quota // the member that counts sets the group's quota
 		}
 	}
 
@@ -425,60 +333,30 @@ func build(specs []UpstreamSpec, o Options, old *Policy) (*Policy, error) {
 		p.ups = append(p.ups, u)
 	}
 
-	p.bindMetrics(old)
+	p.bindGauges(old)
 	return p, nil
 }
 
-func groupKey(s UpstreamSpec) string {
+func groupKey(s config.Upstream) string {
 	if s.QuotaGroup != "" {
 		return s.QuotaGroup
 	}
 	return s.Name
 }
 
-// checkName keeps names safe as counter-key parts and metric label values.
-func checkName(s string) error {
-	if s == "" {
-		return errors.New("must not be empty")
+// normQuota fills a zero-valued quota's unit and period with config's
+// defaults (requests per day), as config.Parse would have.
+func normQuota(q config.Quota) config.Quota {
+	if q.Unit == "" {
+		q.Unit = config.UnitRequests
 	}
-	if len(s) > maxNameLen {
-		return fmt.Errorf("must be at most %d bytes", maxNameLen)
+	if q.Period == "" {
+		q.Period = config.PeriodDay
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
-			return fmt.Errorf("%q: only printable ASCII without spaces, quotes or backslashes", s)
-		}
-	}
-	return nil
+	return q
 }
 
-func normQuota(q Quota) (Quota, error) {
-	if q.Limit < 0 {
-		return q, errors.New("limit: must not be negative")
-	}
-	switch q.Unit {
-	case "":
-		if q.Limit > 0 {
-			q.Unit = "requests"
-		}
-	case "requests", "tokens", "chars":
-	default:
-		return q, fmt.Errorf("unit: %q: must be requests, tokens or chars", q.Unit)
-	}
-	switch q.Period {
-	case "":
-		if q.Limit > 0 {
-			q.Period = "day"
-		}
-	case "day", "month":
-	default:
-		return q, fmt.Errorf("period: %q: must be day or month", q.Period)
-	}
-	return q, nil
-}
-
-func (p *Policy) newRetryPolicy(r Retry) retrypolicy.RetryPolicy[Attempt] {
+func (p *Policy) newRetryPolicy(r config.Retry) retrypolicy.RetryPolicy[Attempt] {
 	return retrypolicy.NewBuilder[Attempt]().
 		HandleIf(func(a Attempt, err error) bool {
 			return !errors.Is(err, ErrBreakerOpen) && retryable(a, r)
@@ -498,7 +376,7 @@ func (p *Policy) newRetryPolicy(r Retry) retrypolicy.RetryPolicy[Attempt] {
 // a timeout (a silent upstream costs the caller its whole timeout again:
 // failing over is faster), or a RateLimited answer whose wait is at most
 // r.MaxRetryAfter.
-func retryable(a Attempt, r Retry) bool {
+func retryable(a Attempt, r config.Retry) bool {
 	switch a.Outcome {
 	case verdict.Failure:
 		return !a.NoRetry && a.RetryAfter <= maxRetryAfterHonoured

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"switchyard/config"
 	"switchyard/verdict"
 )
 
@@ -14,7 +15,6 @@ const (
 	quotaRefresh    = 15 * time.Second // max age of the cached shared counter value seen by Rank
 	counterGrace    = time.Hour        // counter keys expire this long after their period
 	defaultCooldown = 10 * time.Second // verdict.RateLimited without any reset known
-	defaultDisable  = time.Hour        // verdict.QuotaExhausted without any reset or period known
 	maxCooldown     = 24 * time.Hour
 	rlViewTTL       = time.Minute // how long rate-limit headers without reset are trusted
 )
@@ -29,8 +29,8 @@ const (
 // survives Reload.
 type group struct {
 	key     string
-	quota   Quota  // normalised; Limit 0 = no counting
-	members string // upstream names, for logs
+	quota   config.Quota // normalised; Limit 0 = no counting
+	members string       // upstream names, for logs
 
 	mu     sync.Mutex // period roll and warnings
 	warned uint8
@@ -64,7 +64,7 @@ type rlView struct {
 	tokLimit, tokRemaining, tokUntil int64
 }
 
-func newGroup(key string, q Quota, members string) *group {
+func newGroup(key string, q config.Quota, members string) *group {
 	g := &group{key: key, quota: q, members: members}
 	m := map[string]*rlState{}
 	g.rl.Store(&m)
@@ -72,7 +72,7 @@ func newGroup(key string, q Quota, members string) *group {
 }
 
 // carryGroup returns the group for key, reusing or copying old state.
-func carryGroup(old *group, key string, q Quota, members, prefix string) *group {
+func carryGroup(old *group, key string, q config.Quota, members, prefix string) *group {
 	if old != nil && old.quota == q && old.members == members {
 		if pi := old.period.Load(); pi == nil || strings.HasPrefix(pi.key, prefix+":"+key+":") {
 			return old

@@ -6,12 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"switchyard/config"
 	"switchyard/verdict"
 )
 
 func TestQuotaDailyRequests(t *testing.T) {
 	c := newClock(t0)
-	p := mustNew(t, []UpstreamSpec{{Name: "a", Quota: Quota{Limit: 3}}, {Name: "b"}}, testOpts(c, nil))
+	p := mustNew(t, []config.Upstream{{Name: "a", Quota: config.Quota{Limit: 3}}, {Name: "b"}}, testOpts(c, nil))
 	ts := targets("m", "a", "b")
 	for range 3 {
 		if sk := mustAdmit(t, p, ts, "a"); sk != nil {
@@ -65,7 +66,7 @@ func TestQuotaMonthly(t *testing.T) {
 	}
 	o := testOpts(c, nil)
 	o.Counter, o.CounterPrefix = fc, "test:v1"
-	p := mustNew(t, []UpstreamSpec{{Name: "hf", Quota: Quota{Limit: 1000, Unit: "chars", Period: "month"}}}, o)
+	p := mustNew(t, []config.Upstream{{Name: "hf", Quota: config.Quota{Limit: 1000, Unit: "chars", Period: "month"}}}, o)
 	p.Observe("hf", "m", Observation{Outcome: verdict.OK, Status: 200, Chars: 700})
 	c.Set(time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC))
 	p.Observe("hf", "m", Observation{Outcome: verdict.OK, Status: 200, Chars: 5})
@@ -109,7 +110,7 @@ func TestQuotaCharging(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := mustNew(t, []UpstreamSpec{{Name: "a", Quota: Quota{Limit: 1 << 40, Unit: tt.unit}}}, testOpts(newClock(t0), nil))
+			p := mustNew(t, []config.Upstream{{Name: "a", Quota: config.Quota{Limit: 1 << 40, Unit: tt.unit}}}, testOpts(newClock(t0), nil))
 			for _, ob := range tt.obs {
 				p.Observe("a", "m", ob)
 			}
@@ -123,7 +124,7 @@ func TestQuotaCharging(t *testing.T) {
 func TestQuotaWarnings(t *testing.T) {
 	lb := &logBuf{}
 	c := newClock(t0)
-	p := mustNew(t, []UpstreamSpec{{Name: "a", Quota: Quota{Limit: 10}}}, testOpts(c, lb))
+	p := mustNew(t, []config.Upstream{{Name: "a", Quota: config.Quota{Limit: 10}}}, testOpts(c, lb))
 	counts := func() (int, int, int) {
 		return lb.Count("upstream quota at 80%"), lb.Count("upstream quota at 90%"), lb.Count("upstream quota exhausted")
 	}
@@ -165,10 +166,10 @@ func TestQuotaGroupShares(t *testing.T) {
 		},
 		ValueFunc: local.Value,
 	}
-	p := mustNew(t, []UpstreamSpec{
-		{Name: "k1", QuotaGroup: "org", Quota: Quota{Limit: 2}},
+	p := mustNew(t, []config.Upstream{
+		{Name: "k1", QuotaGroup: "org", Quota: config.Quota{Limit: 2}},
 		{Name: "k2", QuotaGroup: "org"},
-		{Name: "other", Quota: Quota{Limit: 2}},
+		{Name: "other", Quota: config.Quota{Limit: 2}},
 	}, o)
 	p.Observe("k1", "m", ok(0))
 	p.Observe("k2", "m", ok(0))
@@ -191,7 +192,7 @@ func TestQuotaGroupShares(t *testing.T) {
 	ob := ok(0)
 	ob.RateLimit = verdict.RateLimit{LimitRequests: 100, RemainingRequests: 10, ResetRequests: time.Hour, Known: true}
 	p.Observe("other", "m", ob) // unrelated
-	p2 := mustNew(t, []UpstreamSpec{{Name: "k1", QuotaGroup: "org"}, {Name: "k2", QuotaGroup: "org"}}, testOpts(newClock(t0), nil))
+	p2 := mustNew(t, []config.Upstream{{Name: "k1", QuotaGroup: "org"}, {Name: "k2", QuotaGroup: "org"}}, testOpts(newClock(t0), nil))
 	p2.Observe("k1", "m", ob)
 	ranked, _ := p2.Rank(targets("m", "k1", "k2"))
 	for _, c := range ranked {
@@ -208,7 +209,7 @@ func TestQuotaCounterErrorsFallBack(t *testing.T) {
 		IncrFunc:  func(string, uint64, time.Time) (uint64, error) { return 0, errDown },
 		ValueFunc: func(string) (uint64, error) { return 0, errDown },
 	}
-	p := mustNew(t, []UpstreamSpec{{Name: "a", Quota: Quota{Limit: 2}}}, o)
+	p := mustNew(t, []config.Upstream{{Name: "a", Quota: config.Quota{Limit: 2}}}, o)
 	ts := targets("m", "a")
 	p.Observe("a", "m", ok(0))
 	if sk := mustAdmit(t, p, ts, "a"); sk != nil {
@@ -231,7 +232,7 @@ func TestQuotaSharedCounterRefresh(t *testing.T) {
 	local.Incr(key, 5, t0.Add(24*time.Hour))
 	o := testOpts(c, nil)
 	o.Counter = local
-	p := mustNew(t, []UpstreamSpec{{Name: "a", Quota: Quota{Limit: 5}}}, o)
+	p := mustNew(t, []config.Upstream{{Name: "a", Quota: config.Quota{Limit: 5}}}, o)
 	ts := targets("m", "a")
 	deadline := time.Now().Add(2 * time.Second)
 	for mustAdmit(t, p, ts, "a") == nil {
@@ -241,7 +242,7 @@ func TestQuotaSharedCounterRefresh(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	// Refreshes are rate limited: a later change is seen after 15s.
-	p2 := mustNew(t, []UpstreamSpec{{Name: "b", Quota: Quota{Limit: 5}}}, o)
+	p2 := mustNew(t, []config.Upstream{{Name: "b", Quota: config.Quota{Limit: 5}}}, o)
 	tb := targets("m", "b")
 	p2.Observe("b", "m", ok(0)) // syncs at t0
 	local.Incr(DefaultCounterPrefix+":b:requests:20250310", 10, t0.Add(24*time.Hour))

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"switchyard/config"
 	"switchyard/verdict"
 )
 
@@ -73,29 +74,13 @@ func TestCharged(t *testing.T) {
 func TestNewValidation(t *testing.T) {
 	tests := []struct {
 		name  string
-		specs []UpstreamSpec
+		specs []config.Upstream
 		o     Options
 		want  string // substring of the error
 	}{
 		{"no upstreams", nil, Options{}, "no upstreams"},
-		{"empty name", []UpstreamSpec{{}}, Options{}, "upstreams[0].name: must not be empty"},
-		{"space in name", []UpstreamSpec{{Name: "a b"}}, Options{}, "printable ASCII"},
-		{"quote in name", []UpstreamSpec{{Name: `a"`}}, Options{}, "printable ASCII"},
-		{"duplicate", specs("a", "a"), Options{}, `upstream "a": duplicate name`},
-		{"bad group", []UpstreamSpec{{Name: "a", QuotaGroup: "x y"}}, Options{}, "quota_group"},
-		{"bad unit", []UpstreamSpec{{Name: "a", Quota: Quota{Limit: 1, Unit: "bytes"}}}, Options{}, "unit"},
-		{"bad period", []UpstreamSpec{{Name: "a", Quota: Quota{Limit: 1, Period: "week"}}}, Options{}, "period"},
-		{"negative limit", []UpstreamSpec{{Name: "a", Quota: Quota{Limit: -1}}}, Options{}, "limit"},
-		{"group quota mismatch", []UpstreamSpec{
-			{Name: "a", QuotaGroup: "g", Quota: Quota{Limit: 1}},
-			{Name: "b", QuotaGroup: "g", Quota: Quota{Limit: 2}},
-		}, Options{}, "differs"},
-		{"retry attempts", []UpstreamSpec{{Name: "a", Retry: Retry{Attempts: 11}}}, Options{}, "retry.attempts"},
-		{"retry backoff", []UpstreamSpec{{Name: "a", Retry: Retry{Attempts: 1, Backoff: -1}}}, Options{}, "retry.backoff"},
-		{"negative weight", specs("a"), Options{Weights: Weights{Health: -1}}, "weights"},
 		{"negative tie band", specs("a"), Options{TieBand: -0.1}, "tie band"},
 		{"negative pad", specs("a"), Options{LatencyPad: -1}, "latency pad"},
-		{"negative breaker", specs("a"), Options{Breaker: BreakerSettings{FailureThreshold: -1}}, "breaker"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,8 +91,8 @@ func TestNewValidation(t *testing.T) {
 		})
 	}
 	// Members without a quota may join a group that has one.
-	if _, err := New([]UpstreamSpec{
-		{Name: "a", QuotaGroup: "g", Quota: Quota{Limit: 5}},
+	if _, err := New([]config.Upstream{
+		{Name: "a", QuotaGroup: "g", Quota: config.Quota{Limit: 5}},
 		{Name: "b", QuotaGroup: "g"},
 	}, Options{}); err != nil {
 		t.Fatalf("New with partial group quota: %v", err)
@@ -133,13 +118,13 @@ func TestRankOrder(t *testing.T) {
 	}
 	tests := []struct {
 		name  string
-		specs []UpstreamSpec
+		specs []config.Upstream
 		setup []setup
 		want  []string
 	}{
 		{
 			name:  "priority beats score",
-			specs: []UpstreamSpec{{Name: "a", Priority: 1}, {Name: "b", Priority: 0}},
+			specs: []config.Upstream{{Name: "a", Priority: 1}, {Name: "b", Priority: 0}},
 			setup: []setup{observeN("b", "m", 5, fail()), observeN("b", "m", 5, ok(0))}, // b health 0.5
 			want:  []string{"b", "a"},
 		},
@@ -163,7 +148,7 @@ func TestRankOrder(t *testing.T) {
 		},
 		{
 			name:  "lower priority kept after higher ones",
-			specs: []UpstreamSpec{{Name: "a", Priority: 2}, {Name: "b", Priority: 1}, {Name: "c", Priority: 1}},
+			specs: []config.Upstream{{Name: "a", Priority: 2}, {Name: "b", Priority: 1}, {Name: "c", Priority: 1}},
 			setup: []setup{observeN("c", "m", 1, ok(time.Second)), observeN("b", "m", 1, ok(10*time.Millisecond))},
 			want:  []string{"b", "c", "a"},
 		},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/failsafe-go/failsafe-go/budget"
 
+	"switchyard/config"
 	"switchyard/verdict"
 )
 
@@ -35,8 +36,8 @@ func TestRetry(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := testOpts(newClock(t0), nil)
-			o.Breaker = BreakerSettings{FailureThreshold: tt.threshold, Delay: time.Minute}
-			p := mustNew(t, []UpstreamSpec{{Name: "a", Retry: Retry{Attempts: tt.attempts, Backoff: time.Millisecond}}}, o)
+			o.Breaker = config.Breaker{FailureThreshold: tt.threshold, Delay: time.Minute}
+			p := mustNew(t, []config.Upstream{{Name: "a", Retry: config.Retry{Attempts: tt.attempts, Backoff: time.Millisecond}}}, o)
 			calls := 0
 			start := time.Now()
 			a, err := p.Do("a", "m", func() (Attempt, error) {
@@ -62,7 +63,7 @@ func TestRetry(t *testing.T) {
 }
 
 func TestRetryKeepsCallError(t *testing.T) {
-	p := mustNew(t, []UpstreamSpec{{Name: "a", Retry: Retry{Attempts: 1, Backoff: time.Millisecond}}}, testOpts(newClock(t0), nil))
+	p := mustNew(t, []config.Upstream{{Name: "a", Retry: config.Retry{Attempts: 1, Backoff: time.Millisecond}}}, testOpts(newClock(t0), nil))
 	boom := errors.New("dial tcp: connection refused")
 	calls := 0
 	a, err := p.Do("a", "m", func() (Attempt, error) { calls++; return Attempt{}, boom })
@@ -76,9 +77,9 @@ func TestRetryKeepsCallError(t *testing.T) {
 func TestRetryBudget(t *testing.T) {
 	o := testOpts(newClock(t0), nil)
 	o.Breaker.FailureThreshold = 100
-	p := mustNew(t, []UpstreamSpec{
-		{Name: "a", Retry: Retry{Attempts: 1, Backoff: time.Millisecond}},
-		{Name: "b", Retry: Retry{Attempts: 1, Backoff: time.Millisecond}},
+	p := mustNew(t, []config.Upstream{
+		{Name: "a", Retry: config.Retry{Attempts: 1, Backoff: time.Millisecond}},
+		{Name: "b", Retry: config.Retry{Attempts: 1, Backoff: time.Millisecond}},
 	}, o)
 	const n = 5
 	var (
@@ -135,8 +136,8 @@ func TestRetryBudget(t *testing.T) {
 
 func TestRetryAbortsOnOpenBreaker(t *testing.T) {
 	o := testOpts(newClock(t0), nil)
-	o.Breaker = BreakerSettings{FailureThreshold: 1, Delay: time.Minute}
-	p := mustNew(t, []UpstreamSpec{{Name: "a", Retry: Retry{Attempts: 3, Backoff: time.Millisecond}}}, o)
+	o.Breaker = config.Breaker{FailureThreshold: 1, Delay: time.Minute}
+	p := mustNew(t, []config.Upstream{{Name: "a", Retry: config.Retry{Attempts: 3, Backoff: time.Millisecond}}}, o)
 	if a, err := p.Do("a", "m", run(verdict.Failure)); err != nil || a.Outcome != verdict.Failure {
 		t.Fatalf("first Do = %+v, %v", a, err)
 	}

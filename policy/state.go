@@ -9,6 +9,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 
+	"switchyard/config"
 	"switchyard/verdict"
 )
 
@@ -29,7 +30,7 @@ var pickSeq atomic.Uint64
 // upState is the mutable state of one upstream. It survives Reload.
 type upState struct {
 	name     string
-	settings BreakerSettings // the settings its breakers were built with
+	settings config.Breaker // the settings its breakers were built with
 	env      atomic.Pointer[env]
 
 	keyCB    circuitbreaker.CircuitBreaker[Attempt]
@@ -63,7 +64,7 @@ type deployment struct {
 	lastPick atomic.Uint64
 }
 
-func newUpState(name string, b BreakerSettings, e *env) *upState {
+func newUpState(name string, b config.Breaker, e *env) *upState {
 	st := &upState{name: name, settings: b}
 	st.env.Store(e)
 	st.health.Store(math.Float64bits(1))

@@ -2,8 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -134,96 +132,49 @@ func (p *Policy) status(u *upstream, now time.Time, minLat float64) UpstreamStat
 	return s
 }
 
-// Metrics. VictoriaMetrics gauges take a callback that cannot be replaced,
-// and a Reload builds a new Policy, so each (set, upstream name) gets one
-// slot whose callbacks read the Policy currently bound to it.
+// Gauges. VictoriaMetrics gauges take a callback that cannot be replaced,
+// and a Reload builds a new Policy: so each Policy registers its gauges in
+// a set of its own, reading that Policy, and a Reload swaps the sets
+// (metrics.UnregisterSet, metrics.RegisterSet). An upstream the reload
+// removed loses its series with the old set.
 
-type metricSlot struct {
-	p     atomic.Pointer[Policy]
-	units map[string]bool // quota units with registered gauges; guarded by registry.mu
-}
-
-type slotKey struct {
-	set  *metrics.Set
-	name string
-}
-
-var registry = struct {
-	mu sync.Mutex
-	m  map[slotKey]*metricSlot
-}{m: map[slotKey]*metricSlot{}}
-
-func (p *Policy) bindMetrics(old *Policy) {
-	set := p.env.set
-	registry.mu.Lock()
-	defer registry.mu.Unlock()
+// bindGauges builds p's gauge set and, when p reports to the default
+// metrics (Options.Metrics nil), swaps it for old's.
+func (p *Policy) bindGauges(old *Policy) {
+	p.gauges = metrics.NewSet()
+	now := p.env.now
 	for _, u := range p.ups {
 		name := u.spec.Name
-		k := slotKey{set, name}
-		s := registry.m[k]
-		if s == nil {
-			s = &metricSlot{units: map[string]bool{}}
-			registry.m[k] = s
-			set.GetOrCreateGauge(fmt.Sprintf(`switchyard_upstream_breaker_state{upstream=%q}`, name), func() float64 {
-				return s.read(name, func(st UpstreamStatus) float64 {
-					switch st.Breaker {
-					case "open":
-						return 2
-					case "half-open":
-						return 1
-					}
-					return 0
-				})
-			})
-			set.GetOrCreateGauge(fmt.Sprintf(`switchyard_upstream_score{upstream=%q}`, name), func() float64 {
-				return s.read(name, func(st UpstreamStatus) float64 { return st.Score })
-			})
-			set.GetOrCreateGauge(fmt.Sprintf(`switchyard_upstream_health{upstream=%q}`, name), func() float64 {
-				return s.read(name, func(st UpstreamStatus) float64 { return st.Health })
-			})
+		read := func(f func(UpstreamStatus) float64) func() float64 {
+			return func() float64 { return f(p.status(u, now(), p.minUpstreamLatency())) }
 		}
-		if unit := u.grp.quota.Unit; u.grp.quota.Limit > 0 && !s.units[unit] {
-			s.units[unit] = true
-			set.GetOrCreateGauge(fmt.Sprintf(`switchyard_upstream_quota_used{upstream=%q,unit=%q}`, name, unit), func() float64 {
-				return s.read(name, func(st UpstreamStatus) float64 {
-					if st.Quota.Unit != unit {
-						return 0
-					}
-					return float64(st.Quota.Used)
-				})
-			})
-			set.GetOrCreateGauge(fmt.Sprintf(`switchyard_upstream_quota_limit{upstream=%q,unit=%q}`, name, unit), func() float64 {
-				return s.read(name, func(st UpstreamStatus) float64 {
-					if st.Quota.Unit != unit {
-						return 0
-					}
-					return float64(st.Quota.Limit)
-				})
-			})
+		p.gauges.NewGauge(fmt.Sprintf(`switchyard_upstream_breaker_state{upstream=%q}`, name), read(func(st UpstreamStatus) float64 {
+			switch st.Breaker {
+			case "open":
+				return 2
+			case "half-open":
+				return 1
+			}
+			return 0
+		}))
+		p.gauges.NewGauge(fmt.Sprintf(`switchyard_upstream_score{upstream=%q}`, name), read(func(st UpstreamStatus) float64 { return st.Score }))
+		p.gauges.NewGauge(fmt.Sprintf(`switchyard_upstream_health{upstream=%q}`, name), read(func(st UpstreamStatus) float64 { return st.Health }))
+		if q := u.grp.quota; q.Limit > 0 {
+			p.gauges.NewGauge(fmt.Sprintf(`switchyard_upstream_quota_used{upstream=%q,unit=%q}`, name, q.Unit), read(func(st UpstreamStatus) float64 { return float64(st.Quota.Used) }))
+			p.gauges.NewGauge(fmt.Sprintf(`switchyard_upstream_quota_limit{upstream=%q,unit=%q}`, name, q.Unit), read(func(st UpstreamStatus) float64 { return float64(st.Quota.Limit) }))
 		}
-		s.p.Store(p)
 	}
-	if old == nil || old.env.set != set {
+	if !p.env.global {
 		return
 	}
-	for _, u := range old.ups {
-		if _, ok := p.byName[u.spec.Name]; !ok {
-			if s := registry.m[slotKey{set, u.spec.Name}]; s != nil {
-				s.p.CompareAndSwap(old, nil)
-			}
-		}
+	if old != nil {
+		metrics.UnregisterSet(old.gauges, true)
 	}
+	metrics.RegisterSet(p.gauges)
 }
 
-// read evaluates f on the bound Policy's status of name; 0 when unbound.
-func (s *metricSlot) read(name string, f func(UpstreamStatus) float64) float64 {
-	p := s.p.Load()
-	if p == nil {
-		return 0
-	}
-	u := p.byName[name]
-	if u == nil {
-		return 0
-	}
-	return f(p.status(u, p.env.now(), p.minUpstreamLatency()))
-}
+// Gauges returns the set of p's gauges (breaker state, score, health,
+// quota use and limit per upstream). It is registered for
+// metrics.WritePrometheus when Options.Metrics is nil; otherwise the
+// caller writes it.
+func (p *Policy) Gauges() *metrics.Set { return p.gauges }

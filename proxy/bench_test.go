@@ -213,9 +213,9 @@ upstreams:
 	emb := cache.NewEmbedded(cfg.Cache.MaxBytes)
 	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: level}))
 	w := cfg.Routing.Weights
-	pol, err := policy.New([]policy.UpstreamSpec{{Name: "fake"}}, policy.Options{
-		Weights:       policy.Weights{Health: w.Health, Quota: w.Quota, Latency: w.Latency},
-		Breaker:       policy.BreakerSettings{FailureThreshold: cfg.Breaker.FailureThreshold, SuccessThreshold: cfg.Breaker.SuccessThreshold, Delay: cfg.Breaker.Delay},
+	pol, err := policy.New([]config.Upstream{{Name: "fake"}}, policy.Options{
+		Weights:       w,
+		Breaker:       cfg.Breaker,
 		Counter:       emb,
 		CounterPrefix: cfg.Cache.Namespace + ":v1:quota",
 		Logger:        log,

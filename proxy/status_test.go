@@ -26,15 +26,14 @@ func newStatusServer(t *testing.T) (*Server, *policy.Policy) {
 		{Name: "status_b", Provider: "huggingface", BaseURL: "http://127.0.0.1:1/v1", Priority: 2},
 	}
 	var ups []*upstream.Client
-	var specs []policy.UpstreamSpec
+	var specs []config.Upstream
 	for _, u := range cfg.Upstreams {
 		c, err := upstream.New(u)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ups = append(ups, c)
-		specs = append(specs, policy.UpstreamSpec{Name: u.Name, Priority: u.Priority,
-			Quota: policy.Quota{Limit: u.Quota.Limit, Unit: u.Quota.Unit, Period: u.Quota.Period}})
+		specs = append(specs, u)
 	}
 	pol, err := policy.New(specs, policy.Options{Metrics: metrics.NewSet()})
 	if err != nil {

@@ -32,12 +32,16 @@ func TestRetry(t *testing.T) {
 		{"short retry-after honoured", 1, 0, []Attempt{{Outcome: verdict.Failure, RetryAfter: 30 * time.Millisecond}, {Outcome: verdict.OK}}, 2, verdict.OK, 30 * time.Millisecond},
 		{"long retry-after fails over instead", 2, 0, []Attempt{{Outcome: verdict.Failure, RetryAfter: 5 * time.Second}}, 1, verdict.Failure, 0},
 		{"opening breaker stops retries", 5, 2, []Attempt{{Outcome: verdict.Failure}}, 2, verdict.Failure, 0},
+		{"timeout not retried: fail over at once", 2, 0, []Attempt{{Outcome: verdict.Failure, NoRetry: true}}, 1, verdict.Failure, 0},
+		{"429 within max_retry_after waits and retries", 2, 0, []Attempt{{Outcome: verdict.RateLimited, RetryAfter: 30 * time.Millisecond}, {Outcome: verdict.OK}}, 2, verdict.OK, 30 * time.Millisecond},
+		{"429 beyond max_retry_after fails over", 2, 0, []Attempt{{Outcome: verdict.RateLimited, RetryAfter: 2 * time.Second}}, 1, verdict.RateLimited, 0},
+		{"429 without retry-after fails over", 2, 0, []Attempt{{Outcome: verdict.RateLimited}}, 1, verdict.RateLimited, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := testOpts(newClock(t0), nil)
 			o.Breaker = config.Breaker{FailureThreshold: tt.threshold, Delay: time.Minute}
-			p := mustNew(t, []config.Upstream{{Name: "a", Retry: config.Retry{Attempts: tt.attempts, Backoff: time.Millisecond}}}, o)
+			p := mustNew(t, []config.Upstream{{Name: "a", Retry: config.Retry{Attempts: tt.attempts, Backoff: time.Millisecond, MaxRetryAfter: time.Second}}}, o)
 			calls := 0
 			start := time.Now()
 			a, err := p.Do("a", "m", func() (Attempt, error) {
@@ -59,6 +63,26 @@ func TestRetry(t *testing.T) {
 				t.Fatalf("Do recorded requests %d failures %d", st.Requests, st.Failures)
 			}
 		})
+	}
+}
+
+// TestRetryDefersCommittedStream: with a retry policy too, a committed
+// stream (Pending) keeps its breaker permits and is recorded when it ends,
+// so streams that die after their first event open the breaker.
+func TestRetryDefersCommittedStream(t *testing.T) {
+	o := testOpts(newClock(t0), nil)
+	o.Breaker = config.Breaker{FailureThreshold: 2, Delay: time.Minute}
+	p := mustNew(t, []config.Upstream{{Name: "a", Retry: config.Retry{Attempts: 2, Backoff: time.Millisecond}}}, o)
+	pending := func() (Attempt, error) { return Attempt{Outcome: verdict.OK, Pending: true}, nil }
+	for i := range 2 {
+		a, err := p.Do("a", "m", pending)
+		if err != nil || !a.Deferred {
+			t.Fatalf("stream %d: Deferred %v, err %v; want a deferred record", i, a.Deferred, err)
+		}
+		p.StreamFailed("a", "m", a.Deferred, Observation{Status: 200, Err: "cut"})
+	}
+	if _, err := p.Do("a", "m", pending); !errors.Is(err, ErrBreakerOpen) {
+		t.Fatalf("after 2 streams failed after commit: err %v, want the breaker open", err)
 	}
 }
 

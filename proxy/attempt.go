@@ -110,7 +110,11 @@ func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResu
 func (s *Server) tryOnce(c *call, u *upstream.Client, model string, body []byte) *attemptResult {
 	start := time.Now()
 	r := &attemptResult{u: u, model: model, start: start}
-	resp, err := u.Do(&upstream.Request{Body: body, Stream: c.req.Stream, RequestID: c.rid, ClientHeader: c.clientHeader})
+	req := upstream.Request{Body: body, Stream: c.req.Stream, RequestID: c.rid}
+	if c.header != nil {
+		req.ClientHeaders = c.header // a nil pointer in the interface would not be nil
+	}
+	resp, err := u.Do(&req)
 	if err != nil {
 		r.err = err
 		r.v = verdict.Classify(verdict.Answer{Provider: u.Provider, Err: err})

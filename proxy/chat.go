@@ -26,22 +26,22 @@ type call struct {
 	start time.Time
 	body  []byte // the client's body (valid until the handler returns)
 	req   openai.ChatRequest
-	// clientHeader reads the client's request headers (valid until the
-	// handler returns), for the upstreams' forward_headers.
-	clientHeader func(name string) []byte
-	complete     bool   // stream commit mode "complete"
-	key          string // cache key; "" = not cached
-	ttl          time.Duration
-	maxAge       time.Duration // >0: cached entries older than this are misses
-	xcache       string
-	flight       *flight // non-nil when this request leads a coalesced miss
-	st           *state
-	tried        []attempt          // every candidate tried, in order
-	ranked       []policy.Candidate // the ranking, for the decision log
-	upstream     string
-	usage        openai.Usage
-	finished     bool // finish ran: the request is logged
-	handedOff    bool // a stream relay finishes the request when it ends
+	// header is the client's request headers (valid until the handler
+	// returns), for the upstreams' forward_headers.
+	header    *fasthttp.RequestHeader
+	complete  bool   // stream commit mode "complete"
+	key       string // cache key; "" = not cached
+	ttl       time.Duration
+	maxAge    time.Duration // >0: cached entries older than this are misses
+	xcache    string
+	flight    *flight // non-nil when this request leads a coalesced miss
+	st        *state
+	tried     []attempt          // every candidate tried, in order
+	ranked    []policy.Candidate // the ranking, for the decision log
+	upstream  string
+	usage     openai.Usage
+	finished  bool // finish ran: the request is logged
+	handedOff bool // a stream relay finishes the request when it ends
 }
 
 func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
@@ -74,7 +74,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
 		return
 	}
 	c.req, c.body = req, body
-	c.clientHeader = ctx.Request.Header.Peek
+	c.header = &ctx.Request.Header
 	if req.Stream {
 		c.complete = st.cfg.Streaming.Commit == config.CommitComplete
 		switch strings.ToLower(string(ctx.Request.Header.Peek("X-Stream-Commit"))) {
@@ -85,7 +85,8 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
 		}
 	}
 
-	targets, excluded := s.targets(st, c)
+	var buf [8]policy.Target // most requests have few targets: no allocation
+	targets, excluded := s.targets(st, c, buf[:0])
 	if len(targets) == 0 {
 		s.answerNoTarget(ctx, c, excluded)
 		return
@@ -114,10 +115,11 @@ type exclusions struct {
 	byParam      []string // left out for param
 }
 
-// targets lists, in config order, the upstreams that can serve the
-// request: they serve its model (with the name each would be sent), have a
-// key, and accept its params (or drop the ones they do not).
-func (s *Server) targets(st *state, c *call) (targets []policy.Target, ex exclusions) {
+// targets appends to dst, in config order, the upstreams that can serve
+// the request: they serve its model (with the name each would be sent),
+// have a key, and accept its params (or drop the ones they do not).
+func (s *Server) targets(st *state, c *call, dst []policy.Target) (targets []policy.Target, ex exclusions) {
+	targets = dst
 	for _, u := range st.upstreams {
 		m, ok := u.Model(c.req.Model)
 		if !ok {

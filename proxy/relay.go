@@ -80,7 +80,7 @@ func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, r *attemptResult)
 	if c.st.policyNeedsChars(r.u.Name) {
 		rel.prompt = openai.PromptChars(c.body)
 	}
-	c.body, c.clientHeader = nil, nil // not valid once the handler returns
+	c.body, c.header = nil, nil // not valid once the handler returns
 	if rel.st != nil {
 		s.watch(rel)
 	}

@@ -360,13 +360,17 @@ type Request struct {
 	Stream bool
 	// RequestID is forwarded as X-Request-Id.
 	RequestID string
-	// ClientHeader returns the value of the client's request header name
-	// (nil or empty when absent). Do calls it, before sending, for each of
+	// ClientHeaders are the client's request headers (a
+	// *fasthttp.RequestHeader fits): Do peeks, before sending, at each of
 	// the upstream's forward_headers and sends the non-empty values; a
-	// value holding CR, LF or NUL is not sent. It is not called after Do
-	// returns, so a closure over the handler's request is fine as long as
-	// Do runs inside the handler. Nil: no client header is forwarded.
-	ClientHeader func(name string) []byte
+	// value holding CR, LF or NUL is not sent. It is not used after Do
+	// returns. Nil: no client header is forwarded.
+	ClientHeaders HeaderPeeker
+}
+
+// HeaderPeeker reads request headers by name (nil or empty when absent).
+type HeaderPeeker interface {
+	Peek(name string) []byte
 }
 
 // Header is one response header kept for the client.
@@ -402,7 +406,7 @@ func (c *Client) Do(r *Request) (*Response, error) {
 	defer fasthttp.ReleaseRequest(req)
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.SetRequestURI(c.chatURI)
-	c.setHeaders(&req.Header, r.ClientHeader)
+	c.setHeaders(&req.Header, r.ClientHeaders)
 	req.Header.SetContentType("application/json")
 	if r.Stream {
 		req.Header.Set("Accept", "text/event-stream")
@@ -499,13 +503,13 @@ func (c *Client) Do(r *Request) (*Response, error) {
 // static headers, the client's forwarded ones, Host, Authorization and
 // Accept-Encoding. The proxy's own are set last, so they win even over a
 // hand-built config that Validate never saw.
-func (c *Client) setHeaders(h *fasthttp.RequestHeader, client func(string) []byte) {
+func (c *Client) setHeaders(h *fasthttp.RequestHeader, client HeaderPeeker) {
 	for i := range c.static {
 		h.Set(c.static[i].key, c.static[i].value)
 	}
 	if client != nil {
 		for _, k := range c.forward {
-			if v := client(k); len(v) > 0 && validHeaderText(v) {
+			if v := client.Peek(k); len(v) > 0 && validHeaderText(v) {
 				h.SetBytesV(k, v)
 			}
 		}

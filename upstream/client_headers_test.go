@@ -57,10 +57,15 @@ func (h *headerRecorder) got() http.Header {
 	return h.last
 }
 
-// clientHeaders returns a Request.ClientHeader over m, recording the
+// peekFunc is a HeaderPeeker made of a function.
+type peekFunc func(string) []byte
+
+func (f peekFunc) Peek(name string) []byte { return f(name) }
+
+// clientHeaders returns a Request.ClientHeaders over m, recording the
 // names asked for.
-func clientHeaders(m map[string]string, asked *[]string) func(string) []byte {
-	return func(name string) []byte {
+func clientHeaders(m map[string]string, asked *[]string) HeaderPeeker {
+	return peekFunc(func(name string) []byte {
 		*asked = append(*asked, name)
 		for k, v := range m {
 			if strings.EqualFold(k, name) {
@@ -68,7 +73,7 @@ func clientHeaders(m map[string]string, asked *[]string) func(string) []byte {
 			}
 		}
 		return nil
-	}
+	})
 }
 
 func TestClientHeaders(t *testing.T) {
@@ -85,7 +90,7 @@ func TestClientHeaders(t *testing.T) {
 	cases := []struct {
 		name   string
 		u      config.Upstream
-		client map[string]string // nil: no ClientHeader
+		client map[string]string // nil: no ClientHeaders
 		want   map[string]string // headers that must arrive, exactly
 		absent []string          // headers that must not arrive
 	}{
@@ -146,7 +151,7 @@ func TestClientHeaders(t *testing.T) {
 			absent: []string{"X-Split", "X-Injected"},
 		},
 		{
-			name:   "nil ClientHeader",
+			name:   "nil ClientHeaders",
 			u:      config.Upstream{Provider: config.ProviderHuggingFace, ForwardHeaders: []string{"X-Trace-Id"}},
 			absent: []string{"X-Trace-Id", "X-Hf-Bill-To"},
 		},
@@ -161,7 +166,7 @@ func TestClientHeaders(t *testing.T) {
 				var asked []string
 				r := &Request{Body: []byte(`{"model":"m"}`), Stream: stream, RequestID: "req-1"}
 				if tc.client != nil {
-					r.ClientHeader = clientHeaders(tc.client, &asked)
+					r.ClientHeaders = clientHeaders(tc.client, &asked)
 				}
 				resp, err := c.Do(r)
 				if err != nil {
@@ -190,7 +195,7 @@ func TestClientHeaders(t *testing.T) {
 				}
 				for _, name := range asked {
 					if config.ReservedHeader(name) {
-						t.Errorf("stream=%v: ClientHeader asked for %s", stream, name)
+						t.Errorf("stream=%v: ClientHeaders asked for %s", stream, name)
 					}
 				}
 			}
@@ -225,7 +230,7 @@ upstreams:
 		t.Fatal(err)
 	}
 	var asked []string
-	_, err = c.Do(&Request{Body: []byte(`{}`), ClientHeader: clientHeaders(map[string]string{"X-HF-Bill-To": "client-org"}, &asked)})
+	_, err = c.Do(&Request{Body: []byte(`{}`), ClientHeaders: clientHeaders(map[string]string{"X-HF-Bill-To": "client-org"}, &asked)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +347,7 @@ func TestSetHeadersAllocs(t *testing.T) {
 	var h fasthttp.RequestHeader
 	allocs := testing.AllocsPerRun(100, func() {
 		h.Reset()
-		c.setHeaders(&h, client)
+		c.setHeaders(&h, peekFunc(client))
 	})
 	if allocs != 0 {
 		t.Errorf("setHeaders: %v allocations per request, want 0", allocs)

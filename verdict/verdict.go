@@ -219,6 +219,9 @@ func classify(a Answer) Verdict {
 		}
 		return v
 	}
+	if a.Status >= 200 && a.Status < 300 && !a.InBand {
+		return Verdict{Outcome: OK, Reason: "ok"} // before any parsing: the hot path
+	}
 	e, shaped := openai.ParseError(a.Body)
 	own := func(o Outcome, reason string, status int) Verdict {
 		v := Verdict{Outcome: o, Reason: reason, Status: status, Message: e.Message, Type: e.Type, Code: e.Code, Param: e.Param,
@@ -235,8 +238,6 @@ func classify(a Answer) Verdict {
 	switch s := a.Status; {
 	case a.InBand:
 		return own(Failure, "in_band_error", 502)
-	case s >= 200 && s < 300:
-		return Verdict{Outcome: OK, Reason: "ok"}
 	case s == 429:
 		v := own(RateLimited, "rate_limited", 429)
 		v.Cooldown = max(a.RateLimit.RetryAfter, a.RateLimit.Exhausted())

@@ -70,7 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	out := logsink.New(stderr) // log lines are written off the request path
 	defer out.Close()
 	log := newLogger(out, cfg.LogLevel)
-	if err := serve(cfg, *configPath, *listen, log); err != nil {
+	if err := serve(cfg, *configPath, *listen, log, out); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
@@ -181,7 +181,9 @@ func policyOptions(cfg config.Config) policy.Options {
 // context or an image's base64 is allocated for its request alone.
 const bodyBufferLimit = 64 << 10
 
-func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
+// serve runs the proxy until SIGTERM; log writes to logOut, where the
+// proxy also writes its request lines (proxy.Options.LogOutput).
+func serve(cfg config.Config, path, listenFlag string, log *slog.Logger, logOut io.Writer) error {
 	be, err := newBackends(cfg)
 	if err != nil {
 		return err
@@ -200,7 +202,7 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 	srv, err := proxy.New(proxy.Options{
 		Config: cfg, Upstreams: clients, Policy: pol, Cache: be.store, CacheBackend: be.name,
 		IsMiss: func(err error) bool { return errors.Is(err, cache.ErrMiss) },
-		Logger: log, Version: version,
+		Logger: log, LogOutput: logOut, Version: version,
 	})
 	if err != nil {
 		return err

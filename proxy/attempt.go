@@ -24,14 +24,6 @@ type attempt struct {
 	err             error
 }
 
-// label is the attempt as the decision log's "tried" field lists it.
-func (a *attempt) label() string {
-	if a.breakerOpen {
-		return a.upstream + ":breaker_open"
-	}
-	return a.upstream + ":" + a.outcome.String()
-}
-
 // attemptResult is what one upstream attempt left for the handler.
 type attemptResult struct {
 	u        *upstream.Client

@@ -228,7 +228,7 @@ upstreams:
 		Config: cfg, Upstreams: []*upstream.Client{u}, Policy: pol,
 		Cache: emb, CacheBackend: "embedded",
 		IsMiss: func(err error) bool { return errors.Is(err, cache.ErrMiss) },
-		Logger: log, Version: "bench",
+		Logger: log, LogOutput: io.Discard, Version: "bench",
 	})
 	if err != nil {
 		tb.Fatal(err)

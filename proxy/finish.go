@@ -5,7 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
-	"strings"
+	"sync"
 	"time"
 
 	"switchyard/openai"
@@ -133,13 +133,25 @@ func outcomeLabel(r *attemptResult) string {
 }
 
 // logRequest writes the request's one log line: id, route, status, upstream,
-// duration, cache result and the routing decision.
+// duration, cache result and the routing decision. With Options.LogOutput
+// set the line is encoded here (appendRequestLine), else through the slog
+// logger; the fields are the same.
 func (s *Server) logRequest(c *call, status int, streamErr string) {
 	level := slog.LevelInfo
 	if status >= 500 {
 		level = slog.LevelWarn
 	}
 	if !s.log.Enabled(context.Background(), level) {
+		return
+	}
+	if s.logOut != nil {
+		bp := lineBufs.Get().(*[]byte)
+		line := appendRequestLine((*bp)[:0], time.Now(), level, c, status, streamErr)
+		_, _ = s.logOut.Write(line)
+		if cap(line) <= 16<<10 {
+			*bp = line[:0]
+			lineBufs.Put(bp)
+		}
 		return
 	}
 	attrs := []slog.Attr{
@@ -153,20 +165,7 @@ func (s *Server) logRequest(c *call, status int, streamErr string) {
 		slog.Int64("duration_us", time.Since(c.start).Microseconds()), // an integer: slog writes a float through encoding/json
 	}
 	if len(c.ranked) > 0 {
-		var b []byte
-		for i, cand := range c.ranked {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, cand.Name...)
-			b = append(b, '=')
-			b = strconv.AppendFloat(b, cand.Score, 'f', 3, 64)
-		}
-		tried := make([]string, len(c.tried))
-		for i := range c.tried {
-			tried[i] = c.tried[i].label()
-		}
-		attrs = append(attrs, slog.String("ranked", string(b)), slog.String("tried", strings.Join(tried, ",")))
+		attrs = append(attrs, slog.String("ranked", string(appendRanked(nil, c))), slog.String("tried", string(appendTried(nil, c))))
 	}
 	if c.usage.PromptTokens+c.usage.CompletionTokens > 0 {
 		attrs = append(attrs, slog.Int64("prompt_tokens", c.usage.PromptTokens), slog.Int64("completion_tokens", c.usage.CompletionTokens))
@@ -175,4 +174,82 @@ func (s *Server) logRequest(c *call, status int, streamErr string) {
 		attrs = append(attrs, slog.String("stream_error", streamErr))
 	}
 	s.log.LogAttrs(context.Background(), level, "request", attrs...)
+}
+
+// lineBufs holds the buffers request lines are encoded in.
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// appendRequestLine appends the request's log line as slog's JSON handler
+// writes it (time, level, msg, then the fields in order), ending in a
+// newline: one pass of appends, no reflection, no allocation. Strings are
+// escaped by openai.AppendString, so a field cannot end the line or the
+// object.
+func appendRequestLine(b []byte, now time.Time, level slog.Level, c *call, status int, streamErr string) []byte {
+	b = append(b, `{"time":"`...)
+	b = now.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","level":"`...)
+	b = append(b, level.String()...)
+	b = append(b, `","msg":"request","request_id":`...)
+	b = openai.AppendString(b, c.rid)
+	b = append(b, `,"route":"`+routeChat+`","status":`...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, `,"model":`...)
+	b = openai.AppendString(b, truncate(c.req.Model, 100))
+	b = append(b, `,"stream":`...)
+	b = strconv.AppendBool(b, c.req.Stream)
+	b = append(b, `,"cache":`...)
+	b = openai.AppendString(b, c.xcache)
+	b = append(b, `,"upstream":`...)
+	b = openai.AppendString(b, c.upstream)
+	b = append(b, `,"duration_us":`...)
+	b = strconv.AppendInt(b, time.Since(c.start).Microseconds(), 10)
+	if len(c.ranked) > 0 {
+		// Upstream names are config names ([A-Za-z0-9_.-]): no escaping.
+		b = append(b, `,"ranked":"`...)
+		b = appendRanked(b, c)
+		b = append(b, `","tried":"`...)
+		b = appendTried(b, c)
+		b = append(b, '"')
+	}
+	if c.usage.PromptTokens+c.usage.CompletionTokens > 0 {
+		b = append(b, `,"prompt_tokens":`...)
+		b = strconv.AppendInt(b, c.usage.PromptTokens, 10)
+		b = append(b, `,"completion_tokens":`...)
+		b = strconv.AppendInt(b, c.usage.CompletionTokens, 10)
+	}
+	if streamErr != "" {
+		b = append(b, `,"stream_error":`...)
+		b = openai.AppendString(b, streamErr)
+	}
+	return append(b, "}\n"...)
+}
+
+// appendRanked appends the ranking: name=score,...
+func appendRanked(b []byte, c *call) []byte {
+	for i, cand := range c.ranked {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, cand.Name...)
+		b = append(b, '=')
+		b = strconv.AppendFloat(b, cand.Score, 'f', 3, 64)
+	}
+	return b
+}
+
+// appendTried appends the attempts: name:outcome,...
+func appendTried(b []byte, c *call) []byte {
+	for i := range c.tried {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, c.tried[i].upstream...)
+		b = append(b, ':')
+		if c.tried[i].breakerOpen {
+			b = append(b, "breaker_open"...)
+		} else {
+			b = append(b, c.tried[i].outcome.String()...)
+		}
+	}
+	return b
 }

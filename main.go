@@ -221,7 +221,7 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger, logOut 
 			MaxRequestBodySize: cfg.MaxBodyBytes,
 			ReadBufferSize:     8 << 10,          // also the limit on request line + headers (431 above)
 			ReadTimeout:        cfg.ReadTimeout,  // slowloris bound
-			WriteTimeout:       60 * time.Second, // streams set their own deadline
+			WriteTimeout:       cfg.WriteTimeout, // streams set theirs per write
 			IdleTimeout:        120 * time.Second,
 			CloseOnShutdown:    true,
 			// Not ReduceMemoryUsage: it releases a connection's buffers
@@ -279,10 +279,17 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger, logOut 
 			srv.SetDraining()
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 			defer cancel()
+			graceOver := false
 			for _, s := range servers {
 				if err := s.ShutdownWithContext(ctx); err != nil {
-					log.Warn("shutdown grace period over; closing remaining connections", "err", err)
+					graceOver = true
 				}
+			}
+			if graceOver {
+				// Streams still open get an in-band error saying why they
+				// end, rather than a silent cut when the process exits.
+				n := srv.AbortStreams(time.Second)
+				log.Warn("shutdown grace period over; closing remaining connections", "streams_cut", n)
 			}
 			lifecycle(log, "stopped")
 			return nil

@@ -137,6 +137,12 @@ type Config struct {
 	// connection and from the connection's accept for its first request; a
 	// client that trickles bytes (slowloris) is cut off. Default 30s.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds each write of an answer to a client: a plain
+	// answer must be written within it, and a stream's client must take
+	// each event within it. A client that stops reading is cut after it,
+	// and its stream's upstream released (logged as a client abort).
+	// Default 60s; at least 1s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `yaml:"log_level"`
 
@@ -323,6 +329,7 @@ func Default() Config {
 		MaxBodyBytes:  10 << 20,
 		ShutdownGrace: 30 * time.Second,
 		ReadTimeout:   30 * time.Second,
+		WriteTimeout:  60 * time.Second,
 		LogLevel:      "info",
 		Cache: Cache{
 			TTL:          720 * time.Hour,
@@ -664,6 +671,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReadTimeout <= 0 {
 		bad("read_timeout", "must be positive")
+	}
+	if c.WriteTimeout < time.Second {
+		bad("write_timeout", "must be at least 1s")
 	}
 	if c.ShutdownGrace < 0 {
 		bad("shutdown_grace", "must not be negative")

@@ -93,6 +93,7 @@ func TestParseGood(t *testing.T) {
 		MaxBodyBytes:  1 << 20,
 		ShutdownGrace: 10 * time.Second,
 		ReadTimeout:   30 * time.Second,
+		WriteTimeout:  60 * time.Second,
 		LogLevel:      "debug",
 		Cache: Cache{
 			Memcached:    []string{"127.0.0.1:11211", "cache.internal:11211"},
@@ -201,6 +202,7 @@ func TestParseFailureClosure(t *testing.T) {
 		{"max_body_bytes negative", "max_body_bytes: -1\n" + withUpstream(""), []string{"max_body_bytes: must be positive"}},
 		{"shutdown_grace negative", "shutdown_grace: -1s\n" + withUpstream(""), []string{"shutdown_grace: must not be negative"}},
 		{"read_timeout zero", "read_timeout: 0s\n" + withUpstream(""), []string{"read_timeout: must be positive"}},
+		{"write_timeout below 1s", "write_timeout: 500ms\n" + withUpstream(""), []string{"write_timeout: must be at least 1s"}},
 		{"log_level", "log_level: verbose\n" + withUpstream(""), []string{"log_level: must be debug, info, warn or error"}},
 		{"memcached no port", "cache: {memcached: ['127.0.0.1:11211', localhost]}\n" + withUpstream(""), []string{"cache.memcached[1]: must be host:port"}},
 		{"memcached empty port", "cache: {memcached: ['localhost:']}\n" + withUpstream(""), []string{"cache.memcached[0]: must be host:port"}},

@@ -283,9 +283,11 @@ func TestFaultReloadKeepsState(t *testing.T) {
 	}
 }
 
-// TestFaultSIGTERMStreamOutlastsGrace: a stream longer than shutdown_grace
-// does not hold the process: it exits 0 shortly after the grace period.
-func TestFaultSIGTERMStreamOutlastsGrace(t *testing.T) {
+// TestFaultSIGTERMCutStreamGetsShutdownError: a stream longer than
+// shutdown_grace does not hold the process: it exits 0 shortly after the
+// grace period, and the cut stream ends with an in-band error event saying
+// the proxy is shutting down (the client's SDK raises it), not in silence.
+func TestFaultSIGTERMCutStreamGetsShutdownError(t *testing.T) {
 	// 30 events 300ms apart: the stream outlasts the grace period and the
 	// 4s bound below, so a shutdown that waited for it would fail.
 	words := make([]string, 30)
@@ -321,8 +323,13 @@ func TestFaultSIGTERMStreamOutlastsGrace(t *testing.T) {
 	}
 	select {
 	case rest := <-read:
-		if strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
-			t.Logf("the stream finished within the grace period (%v): %q", d, rest)
+		if strings.Contains(string(rest), "data: [DONE]") {
+			t.Fatalf("the stream finished within the grace period (%v): %q", d, rest)
+		}
+		events := strings.Split(strings.TrimSpace(string(rest)), "\n\n")
+		last := events[len(events)-1]
+		if !strings.HasPrefix(last, `data: {"error":`) || !strings.Contains(last, "shutting down") || !strings.Contains(last, "server_shutting_down") {
+			t.Errorf("the cut stream's last event is not a shutdown error: %q", last)
 		}
 	case <-time.After(3 * time.Second):
 		t.Error("the client's stream stayed open after the process exited")

@@ -20,22 +20,25 @@ import (
 // upstream is released within about twice this after the client left.
 const watchInterval = 250 * time.Millisecond
 
-// errClientGone ends an upstream stream whose client disconnected.
-var errClientGone = errors.New("client disconnected")
+var (
+	// errClientGone ends an upstream stream whose client disconnected.
+	errClientGone = errors.New("client disconnected")
+	// errShutdown ends the streams still open when the shutdown grace is
+	// over (AbortStreams).
+	errShutdown = errors.New("the proxy is shutting down")
+)
 
-// watcher holds the streams whose clients are checked.
+// watcher holds the open streams: the watcher checks the clients of those
+// whose connection can be peeked at, and AbortStreams ends them all.
 type watcher struct {
 	mu      sync.Mutex
 	relays  map[*relay]struct{}
 	running bool
 }
 
-// watch adds a relay whose client connection can be peeked at. The
-// watcher's goroutine runs only while there are relays.
+// watch adds an open stream. The watcher's goroutine runs only while
+// there are streams.
 func (s *Server) watch(r *relay) {
-	if _, ok := r.conn.(syscall.Conn); !ok {
-		return
-	}
 	w := &s.watcher
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -72,7 +75,7 @@ func (s *Server) watchDisconnects() {
 			return
 		}
 		for r := range w.relays {
-			if since := r.waitingSince.Load(); since != 0 && now-since >= int64(watchInterval) {
+			if since := r.waitingSince.Load(); r.peekable && since != 0 && now-since >= int64(watchInterval) {
 				silent = append(silent, r)
 			}
 		}
@@ -105,4 +108,33 @@ func peerClosed(conn net.Conn) bool {
 		return true // never wait for readiness
 	})
 	return closed
+}
+
+// AbortStreams ends every stream still open with an in-band error event
+// saying the proxy is shutting down (its client's SDK raises it, and can
+// retry elsewhere), and waits up to wait for those events to be written.
+// It returns how many streams were open. Call it when the shutdown grace
+// is over, before the process exits and cuts them silently.
+func (s *Server) AbortStreams(wait time.Duration) int {
+	w := &s.watcher
+	w.mu.Lock()
+	open := make([]*relay, 0, len(w.relays))
+	for r := range w.relays {
+		open = append(open, r)
+	}
+	w.mu.Unlock()
+	for _, r := range open {
+		r.r.resp.Stream.Abort(errShutdown)
+	}
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		w.mu.Lock()
+		n := len(w.relays)
+		w.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return len(open)
 }

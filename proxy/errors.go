@@ -22,6 +22,7 @@ const (
 	codeUpstreamFailed    = "upstream_error"
 	codeNoUpstream        = "no_upstream_available"
 	codeStreamInterrupted = "stream_interrupted"
+	codeShuttingDown      = "server_shutting_down"
 	codeInternal          = "internal_error"
 	codeCacheMiss         = "cache_miss"
 )

@@ -74,7 +74,10 @@ func (s *Server) endStream(c *call, r *attemptResult, o *outcomeResult) (string,
 	pol.StreamDone(r.u.Name, r.model, r.deferred)
 	pol.Observe(r.u.Name, r.model, ob)
 	m.outcomes["ok"].Inc()
-	if o.clientErr != nil {
+	switch {
+	case errors.Is(o.clientErr, errShutdown):
+		return "cut: " + errShutdown.Error(), 503
+	case o.clientErr != nil:
 		return "client went away: " + o.clientErr.Error(), 499 // nginx's "client closed request", for the log only
 	}
 	s.successes.Add(1)

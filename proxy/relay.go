@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -37,6 +38,12 @@ type relay struct {
 	r    *attemptResult // the committed attempt; r.resp.Stream is st
 	st   *upstream.Stream
 	conn net.Conn // the client's connection, watched while the upstream is silent
+	// peekable: conn is a socket the watcher can peek at (see peerClosed).
+	peekable bool
+	// writeTimeout bounds each write to the client (write_timeout): a
+	// client that stops reading releases the stream after it.
+	writeTimeout time.Duration
+	endBy        time.Time // no write past it: the bound on a whole stream
 	// waitingSince is when the relay started waiting on a silent upstream
 	// (unix nanoseconds; 0 when it is not waiting): see watchDisconnects.
 	waitingSince atomic.Int64
@@ -66,8 +73,13 @@ func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, r *attemptResult)
 	if !r.streaming() {
 		return s.answerConverted(ctx, c, r)
 	}
-	_ = ctx.SetWriteDeadline(time.Now().Add(maxStreamDuration))
-	rel := &relay{s: s, c: c, r: r, st: r.resp.Stream, pending: r.events, conn: ctx.Conn()}
+	// The server's write timeout is one deadline for the whole response;
+	// a stream sets one per write instead (see WriteTo).
+	wt := c.st.cfg.WriteTimeout
+	_ = ctx.SetWriteDeadline(time.Now().Add(wt))
+	rel := &relay{s: s, c: c, r: r, st: r.resp.Stream, pending: r.events, conn: ctx.Conn(), writeTimeout: wt,
+		endBy: time.Now().Add(maxStreamDuration)}
+	_, rel.peekable = rel.conn.(syscall.Conn)
 	// No ImmediateHeaderFlush: the first event is already here, and the
 	// headers leave with it in one write. Unless that event is dropped
 	// (the usage chunk the client did not ask for): then the headers must
@@ -136,6 +148,16 @@ func (r *relay) WriteTo(w io.Writer) (int64, error) {
 	}
 	defer release()
 	write := func(b []byte) error {
+		// Each write gets write_timeout from now: a client that stops
+		// reading is cut after it, and its upstream released, however
+		// long the stream had run.
+		if r.conn != nil {
+			dl := time.Now().Add(r.writeTimeout)
+			if dl.After(r.endBy) {
+				dl = r.endBy
+			}
+			_ = r.conn.SetWriteDeadline(dl)
+		}
 		n, err := w.Write(b)
 		written += int64(n)
 		return err
@@ -207,10 +229,15 @@ func (r *relay) next() []byte {
 		var err error
 		raw, err = r.st.Next()
 		r.waitingSince.Store(0)
-		if errors.Is(err, errClientGone) {
+		switch {
+		case errors.Is(err, errClientGone):
 			r.closeUpstream(err)
 			r.abort = err // the client's doing, not the upstream's
 			return nil
+		case errors.Is(err, errShutdown):
+			r.closeUpstream(err)
+			r.abort = err // the proxy's doing, not the upstream's
+			return openai.ErrorEvent("the proxy is shutting down; the stream was cut before its end: retry the request", typeServer, codeShuttingDown)
 		}
 		if err != nil {
 			return r.end(err)

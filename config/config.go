@@ -129,6 +129,12 @@ type Config struct {
 	// MaxBodyBytes is the largest request body accepted; larger bodies get
 	// 413. Default 10485760 (10 MiB).
 	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// MaxResponseBytes caps an upstream's plain answer, and a stream read
+	// whole before it is sent (streaming.commit: complete): an answer over
+	// it is an upstream failure (fail over), not something to relay. A
+	// plain answer is held once, in a buffer of its size. Default 33554432
+	// (32 MiB); at least 65536.
+	MaxResponseBytes int `yaml:"max_response_bytes"`
 	// ShutdownGrace is how long in-flight requests and streams may run after
 	// SIGTERM before the process exits anyway. Default 30s.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
@@ -325,12 +331,13 @@ type Retry struct {
 // Default returns the built-in defaults, before any file is read.
 func Default() Config {
 	return Config{
-		Listen:        "127.0.0.1:8080",
-		MaxBodyBytes:  10 << 20,
-		ShutdownGrace: 30 * time.Second,
-		ReadTimeout:   30 * time.Second,
-		WriteTimeout:  60 * time.Second,
-		LogLevel:      "info",
+		Listen:           "127.0.0.1:8080",
+		MaxBodyBytes:     10 << 20,
+		MaxResponseBytes: 32 << 20,
+		ShutdownGrace:    30 * time.Second,
+		ReadTimeout:      30 * time.Second,
+		WriteTimeout:     60 * time.Second,
+		LogLevel:         "info",
 		Cache: Cache{
 			TTL:          720 * time.Hour,
 			Namespace:    "switchyard",
@@ -668,6 +675,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		bad("max_body_bytes", "must be positive")
+	}
+	if c.MaxResponseBytes < 64<<10 {
+		bad("max_response_bytes", "must be at least 65536")
 	}
 	if c.ReadTimeout <= 0 {
 		bad("read_timeout", "must be positive")

@@ -88,13 +88,14 @@ func TestParseGood(t *testing.T) {
 		t.Fatalf("parse: %v", err)
 	}
 	want := Config{
-		Listen:        "127.0.0.1:8080",
-		AdminListen:   "127.0.0.1:9090",
-		MaxBodyBytes:  1 << 20,
-		ShutdownGrace: 10 * time.Second,
-		ReadTimeout:   30 * time.Second,
-		WriteTimeout:  60 * time.Second,
-		LogLevel:      "debug",
+		Listen:           "127.0.0.1:8080",
+		AdminListen:      "127.0.0.1:9090",
+		MaxBodyBytes:     1 << 20,
+		MaxResponseBytes: 32 << 20,
+		ShutdownGrace:    10 * time.Second,
+		ReadTimeout:      30 * time.Second,
+		WriteTimeout:     60 * time.Second,
+		LogLevel:         "debug",
 		Cache: Cache{
 			Memcached:    []string{"127.0.0.1:11211", "cache.internal:11211"},
 			TTL:          24 * time.Hour,
@@ -203,6 +204,7 @@ func TestParseFailureClosure(t *testing.T) {
 		{"shutdown_grace negative", "shutdown_grace: -1s\n" + withUpstream(""), []string{"shutdown_grace: must not be negative"}},
 		{"read_timeout zero", "read_timeout: 0s\n" + withUpstream(""), []string{"read_timeout: must be positive"}},
 		{"write_timeout below 1s", "write_timeout: 500ms\n" + withUpstream(""), []string{"write_timeout: must be at least 1s"}},
+		{"max_response_bytes small", "max_response_bytes: 1000\n" + withUpstream(""), []string{"max_response_bytes: must be at least 65536"}},
 		{"log_level", "log_level: verbose\n" + withUpstream(""), []string{"log_level: must be debug, info, warn or error"}},
 		{"memcached no port", "cache: {memcached: ['127.0.0.1:11211', localhost]}\n" + withUpstream(""), []string{"cache.memcached[1]: must be host:port"}},
 		{"memcached empty port", "cache: {memcached: ['localhost:']}\n" + withUpstream(""), []string{"cache.memcached[0]: must be host:port"}},

@@ -81,7 +81,7 @@ func (s *Server) answerPlain(ctx *fasthttp.RequestCtx, c *call, r *attemptResult
 	ctx.SetStatusCode(r.resp.Status)
 	setUpstreamHeaders(ctx, r.u, r.resp)
 	ctx.Response.Header.Set("X-Cache", c.xcache)
-	ctx.SetBody(r.resp.Body)
+	ctx.Response.SetBodyRaw(r.resp.Body) // ours (upstream.Do read it into its own buffer): no copy
 	s.finish(c, r, outcomeResult{status: r.resp.Status, entry: r.resp.Body, stream: false,
 		contentType: r.resp.Header("Content-Type"), cacheable: r.resp.Status == fasthttp.StatusOK})
 }

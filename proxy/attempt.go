@@ -102,7 +102,7 @@ func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResu
 func (s *Server) tryOnce(c *call, u *upstream.Client, model string, body []byte) *attemptResult {
 	start := time.Now()
 	r := &attemptResult{u: u, model: model, start: start}
-	req := upstream.Request{Body: body, Stream: c.req.Stream, RequestID: c.rid}
+	req := upstream.Request{Body: body, Stream: c.req.Stream, RequestID: c.rid, MaxBody: c.st.cfg.MaxResponseBytes}
 	if c.header != nil {
 		req.ClientHeaders = c.header // a nil pointer in the interface would not be nil
 	}
@@ -141,7 +141,7 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, model string, body []byte)
 
 // readToCommit reads a stream to its commit point: the first data event,
 // or in complete mode the whole stream, bounded like a plain answer by the
-// upstream's timeout and MaxPlainBody. A failure before it is the
+// upstream's timeout and max_response_bytes. A failure before it is the
 // attempt's verdict, and the stream is released.
 func (s *Server) readToCommit(c *call, r *attemptResult) {
 	u, resp := r.u, r.resp
@@ -154,7 +154,7 @@ func (s *Server) readToCommit(c *call, r *attemptResult) {
 			Body: inBand, InBand: inBand != nil, Err: err})
 	}
 	for {
-		if c.complete && (size > upstream.MaxPlainBody || time.Now().After(deadline)) {
+		if c.complete && (size > c.st.cfg.MaxResponseBytes || time.Now().After(deadline)) {
 			fail(fmt.Errorf("upstream %s: %w", u.Name, errCompleteBound), nil)
 			return
 		}

@@ -57,7 +57,8 @@ var (
 // small, and a huge one must not cost memory.
 const maxErrorBody = 64 << 10
 
-// MaxPlainBody caps a plain (non-streaming) answer. An answer over it is an
+// MaxPlainBody is the default cap on a plain (non-streaming) answer
+// (Request.MaxBody, the max_response_bytes setting). An answer over it is an
 // upstream failure, not something to relay.
 const MaxPlainBody = 32 << 20
 
@@ -360,6 +361,9 @@ type Request struct {
 	Stream bool
 	// RequestID is forwarded as X-Request-Id.
 	RequestID string
+	// MaxBody caps a buffered 2xx answer (max_response_bytes); an answer
+	// over it is an error. 0 means MaxPlainBody.
+	MaxBody int
 	// ClientHeaders are the client's request headers (a
 	// *fasthttp.RequestHeader fits): Do peeks, before sending, at each of
 	// the upstream's forward_headers and sends the non-empty values; a
@@ -466,7 +470,10 @@ func (c *Client) Do(r *Request) (*Response, error) {
 		return out, nil
 	}
 	// Buffered: plain answers, errors, and a "stream" that came back as JSON.
-	limit := MaxPlainBody
+	limit := r.MaxBody
+	if limit <= 0 {
+		limit = MaxPlainBody
+	}
 	if !ok {
 		limit = maxErrorBody
 	}
@@ -542,20 +549,35 @@ var errBodyCapped = errors.New("body over the size limit")
 func readCapped(resp *fasthttp.Response, limit int) ([]byte, error) {
 	s := resp.BodyStream()
 	if s == nil {
-		b := resp.Body()
-		if len(b) > limit {
-			return append([]byte(nil), b[:limit]...), errBodyCapped
+		if len(resp.Body()) > limit {
+			return append([]byte(nil), resp.Body()[:limit]...), errBodyCapped
 		}
-		return append([]byte(nil), b...), nil
+		// Take fasthttp's buffer rather than copy it: a large answer is
+		// then held once, not twice (the response goes back to its pool
+		// without it).
+		return resp.SwapBody(nil), nil
 	}
-	buf, err := io.ReadAll(io.LimitReader(s, int64(limit)+1))
+	var buf []byte
+	var err error
+	if n := resp.Header.ContentLength(); n >= 0 && n <= limit {
+		// The size is known: one buffer of it, read once.
+		buf = make([]byte, n)
+		var got int
+		got, err = io.ReadFull(s, buf)
+		buf = buf[:got]
+	} else {
+		// Unknown (chunked) or over the cap: grow by doubling up to it.
+		w := cappedWriter{limit: limit}
+		_, err = io.Copy(&w, s)
+		buf = w.b
+	}
 	switch {
+	case errors.Is(err, errBodyCapped):
+		closeBody(resp, errBodyCapped)
+		return buf, errBodyCapped
 	case err != nil:
 		closeBody(resp, err)
 		return buf, err
-	case len(buf) > limit:
-		closeBody(resp, errBodyCapped)
-		return buf[:limit], errBodyCapped
 	}
 	closeBody(resp, nil)
 	return buf, nil

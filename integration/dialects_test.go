@@ -404,36 +404,30 @@ func TestDialectAllFailedRelaysLastUpstreamError(t *testing.T) {
 // Retry-After over 60 s and retry on their own backoff; only
 // x-should-retry: false stops them. The Retry-After itself stays truthful.
 func TestDialectRetryAfterBeyond60sStopsSDKRetries(t *testing.T) {
-	t.Run("retry-after 3600", func(t *testing.T) {
-		g := newFake(t, groqStatus(429, dlGroq429, "retry-after", "3600"))
-		p := startProxy(t, testConfig("", dlUpstream(t, "groq_a", "groq", g.BaseURL(), 0, "")))
-		r := post(t, p.URL, simpleBody, noStore...)
-		body := readAll(t, r)
-		if r.StatusCode != 429 {
-			t.Fatalf("status %d, want 429: %s", r.StatusCode, body)
-		}
-		if ra := dlRetryAfter(r); ra < 3599 || ra > 3600 {
-			t.Errorf("Retry-After %q, want 3600 (not capped)", r.Header.Get("Retry-After"))
-		}
-		if v := r.Header.Get("x-should-retry"); v != "false" {
-			t.Errorf("x-should-retry %q, want false: the wait is over 60 s", v)
-		}
-	})
-	t.Run("retry-after 5", func(t *testing.T) {
-		g := newFake(t, groqStatus(429, dlGroq429, "retry-after", "5"))
-		p := startProxy(t, testConfig("", dlUpstream(t, "groq_a", "groq", g.BaseURL(), 0, "")))
-		r := post(t, p.URL, simpleBody, noStore...)
-		body := readAll(t, r)
-		if r.StatusCode != 429 {
-			t.Fatalf("status %d, want 429: %s", r.StatusCode, body)
-		}
-		if ra := dlRetryAfter(r); ra < 4 || ra > 5 {
-			t.Errorf("Retry-After %q, want 5", r.Header.Get("Retry-After"))
-		}
-		if v := r.Header.Get("x-should-retry"); v == "false" {
-			t.Error("x-should-retry: false on a 5 s wait the SDK would honour")
-		}
-	})
+	for _, tc := range []struct {
+		retryAfter         string
+		min, max           int  // the Retry-After the client gets (1 s of rounding)
+		shouldRetryIsFalse bool // x-should-retry: false, past the SDKs' 60 s
+	}{
+		{"3600", 3599, 3600, true},
+		{"5", 4, 5, false},
+	} {
+		t.Run("retry-after "+tc.retryAfter, func(t *testing.T) {
+			g := newFake(t, groqStatus(429, dlGroq429, "retry-after", tc.retryAfter))
+			p := startProxy(t, testConfig("", dlUpstream(t, "groq_a", "groq", g.BaseURL(), 0, "")))
+			r := post(t, p.URL, simpleBody, noStore...)
+			body := readAll(t, r)
+			if r.StatusCode != 429 {
+				t.Fatalf("status %d, want 429: %s", r.StatusCode, body)
+			}
+			if ra := dlRetryAfter(r); ra < tc.min || ra > tc.max {
+				t.Errorf("Retry-After %q, want %s (truthful, not capped)", r.Header.Get("Retry-After"), tc.retryAfter)
+			}
+			if got := r.Header.Get("x-should-retry") == "false"; got != tc.shouldRetryIsFalse {
+				t.Errorf("x-should-retry: false is %v, want %v (only waits over 60 s need it)", got, tc.shouldRetryIsFalse)
+			}
+		})
+	}
 }
 
 // TestDialectGzipAnswerDecoded: an upstream that gzips its answer (plain or

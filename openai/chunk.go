@@ -207,13 +207,17 @@ func intValue(v []byte) int64 {
 }
 
 // CompletionChars counts the characters of a chat.completion's message
-// contents (for quotas counted in characters).
+// contents, or of a chunk's delta contents (for quotas counted in
+// characters).
 func CompletionChars(body []byte) int64 {
 	var v struct {
 		Choices []struct {
 			Message struct {
 				Content string `json:"content"`
 			} `json:"message"`
+			Delta struct {
+				Content string `json:"content"`
+			} `json:"delta"`
 		} `json:"choices"`
 	}
 	if json.Unmarshal(body, &v) != nil {
@@ -221,26 +225,7 @@ func CompletionChars(body []byte) int64 {
 	}
 	var n int64
 	for _, ch := range v.Choices {
-		n += int64(utf8.RuneCountInString(ch.Message.Content))
-	}
-	return n
-}
-
-// DeltaChars counts the characters of a chunk's delta contents.
-func DeltaChars(data []byte) int64 {
-	var v struct {
-		Choices []struct {
-			Delta struct {
-				Content string `json:"content"`
-			} `json:"delta"`
-		} `json:"choices"`
-	}
-	if json.Unmarshal(data, &v) != nil {
-		return 0
-	}
-	var n int64
-	for _, ch := range v.Choices {
-		n += int64(utf8.RuneCountInString(ch.Delta.Content))
+		n += int64(utf8.RuneCountInString(ch.Message.Content) + utf8.RuneCountInString(ch.Delta.Content))
 	}
 	return n
 }

@@ -266,7 +266,7 @@ func (r *relay) next() []byte {
 		r.usage = ev.Chunk.Usage
 	}
 	if r.c.st.policyNeedsChars(r.r.u.Name) {
-		r.chars += openai.DeltaChars(ev.Data)
+		r.chars += openai.CompletionChars(ev.Data)
 	}
 	return r.clientEvent(raw, &ev)
 }

@@ -64,12 +64,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *check {
+		for _, w := range cfg.Warnings {
+			fmt.Fprintln(stderr, "warning:", w)
+		}
 		fmt.Fprintln(stdout, cfg.Summary())
 		return 0
 	}
 	out := logsink.New(stderr) // log lines are written off the request path
 	defer out.Close()
 	log := newLogger(out, cfg.LogLevel)
+	logWarnings(log, cfg)
 	if err := serve(cfg, *configPath, *listen, log, out); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
@@ -89,6 +93,14 @@ func loadConfig(path, listen string) (config.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// logWarnings logs the configuration's warnings (config.Config.Warnings),
+// on start and on each accepted reload.
+func logWarnings(log *slog.Logger, cfg config.Config) {
+	for _, w := range cfg.Warnings {
+		log.Warn("config warning", "warning", w)
+	}
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {
@@ -330,6 +342,7 @@ func reload(path, listenFlag string, old config.Config, srv *proxy.Server, pol *
 	}
 	srv.Reload(cfg, clients, np)
 	lifecycle(log, "reloaded", "summary", cfg.Summary())
+	logWarnings(log, cfg)
 	return cfg, np
 }
 

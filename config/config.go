@@ -79,6 +79,22 @@ var DefaultUnsupportedParams = map[string][]string{
 // than failing over costs.
 const MaxRetryAfterLimit = 60 * time.Second
 
+// The smallest timeouts accepted. Below them a timeout no longer bounds a
+// misbehaving peer but fails ordinary traffic: every request, memcached
+// operation or upstream call would time out, which a typo such as 1ns or
+// 30ms-for-30s would do silently.
+const (
+	// MinReadTimeout is the smallest read_timeout: a client on the same
+	// host or pod (the sidecar's client) sends a request well within it.
+	MinReadTimeout = 100 * time.Millisecond
+	// MinCacheTimeout is the smallest cache.timeout: a few memcached
+	// round trips on a local network.
+	MinCacheTimeout = 10 * time.Millisecond
+	// MinUpstreamTimeout is the smallest upstreams[].timeout,
+	// first_token_timeout and idle_timeout: no model answers sooner.
+	MinUpstreamTimeout = 100 * time.Millisecond
+)
+
 // reservedHeaders maps the request headers that may not be configured
 // (lower case) to why: the proxy sets them itself (identity, framing, body
 // encoding, the Accept it chooses per request, its request id), or they are
@@ -124,7 +140,8 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// AdminListen, when set, serves /metrics and /status on a separate
 	// address (so the app container cannot read them). Default "": those
-	// endpoints are on Listen.
+	// endpoints are on Listen. It may not collide with Listen: the same
+	// non-zero port on the same or a wildcard host is an error.
 	AdminListen string `yaml:"admin_listen"`
 	// MaxBodyBytes is the largest request body accepted; larger bodies get
 	// 413. Default 10485760 (10 MiB).
@@ -141,7 +158,8 @@ type Config struct {
 	// ReadTimeout bounds how long a client may take to send a whole request
 	// (headers and body), counted from its first byte on a kept-alive
 	// connection and from the connection's accept for its first request; a
-	// client that trickles bytes (slowloris) is cut off. Default 30s.
+	// client that trickles bytes (slowloris) is cut off. Default 30s; at
+	// least 100ms (MinReadTimeout).
 	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// WriteTimeout bounds each write of an answer to a client: a plain
 	// answer must be written within it, and a stream's client must take
@@ -158,6 +176,13 @@ type Config struct {
 	Streaming Streaming  `yaml:"streaming"`
 	Auth      Auth       `yaml:"auth"`
 	Upstreams []Upstream `yaml:"upstreams"`
+
+	// Warnings are problems Parse found that do not stop the proxy, each
+	// naming its YAML path and never quoting a value: an api_key written in
+	// the file instead of read from the environment. The caller reports
+	// them (main logs each at warn on start and reload; -check prints them
+	// to stderr). They are not part of the YAML schema.
+	Warnings []string `yaml:"-"`
 }
 
 // Cache configures the response cache.
@@ -172,8 +197,9 @@ type Cache struct {
 	Namespace string `yaml:"namespace"`
 	// MaxBytes bounds the embedded cache's memory. Default 268435456 (256 MiB).
 	MaxBytes int64 `yaml:"max_bytes"`
-	// Timeout bounds each memcached operation. Default 100ms; a slow or dead
-	// memcached costs at most this, then its breaker opens.
+	// Timeout bounds each memcached operation. Default 100ms, at least
+	// 10ms (MinCacheTimeout); a slow or dead memcached costs at most this,
+	// then its breaker opens.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxItemBytes is memcached's item size limit (its -I flag). Larger
 	// answers are compressed, and skipped if still too large. Default 1048576.
@@ -243,20 +269,21 @@ type Upstream struct {
 	Provider string `yaml:"provider"`
 	// BaseURL is the API root including /v1. Default per provider.
 	BaseURL string `yaml:"base_url"`
-	// APIKey is sent as "Authorization: Bearer <key>". Empty: the upstream is
-	// unconfigured and skipped (reported in /status), not an error.
+	// APIKey is sent as "Authorization: Bearer <key>". Empty (also an unset
+	// ${VAR}): the upstream is unconfigured and skipped (reported in
+	// /status), not an error. A key written in the file is a warning.
 	APIKey string `yaml:"api_key"`
 	// Priority: lower is tried first; equal priorities are ranked by score.
 	// Default 0.
 	Priority int `yaml:"priority"`
 	// Timeout is the whole-response deadline for non-streaming calls.
-	// Default 60s.
+	// Default 60s (also for 0); at least 100ms (MinUpstreamTimeout).
 	Timeout time.Duration `yaml:"timeout"`
 	// FirstTokenTimeout bounds, for streams, the wait for headers and the
-	// first event. Default 10s.
+	// first event. Default 10s (also for 0); at least 100ms.
 	FirstTokenTimeout time.Duration `yaml:"first_token_timeout"`
 	// IdleTimeout bounds, for streams, the wait between two events.
-	// Default 10s.
+	// Default 10s (also for 0); at least 100ms.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// Models maps client-facing aliases to this upstream's model names. When
 	// set, the upstream serves exactly these aliases; when empty it serves
@@ -418,6 +445,24 @@ func Load(path string) (Config, error) {
 // scalar: it cannot add keys or list items. A reference inside a flow
 // mapping or list ({limit: ${X}}) is a YAML syntax error, as its "}" ends
 // the mapping; write such fields in block style.
+//
+// A variable that is unset or empty takes the reference's default. A
+// reference without one (${VAR}) says the value comes from the
+// environment, so an unset or empty VAR is an error naming the path and
+// the variable ("listen: ${LISTEN} is not set in the environment and has
+// no default (line 3)"): a deployment that forgot a variable must not start
+// on a built-in default (listen falling back to 127.0.0.1:8080) or on half
+// a value (${HOST}:8080 becoming :8080, every interface). The exceptions
+// are the fields where empty is a documented state, not a default:
+// upstreams[].api_key (no key: the upstream is unconfigured and skipped)
+// and upstreams[].headers values (empty: the header is not sent). Anywhere
+// else, ${VAR:-} makes a variable optional: empty then keeps the default.
+// A malformed reference (${1X}, an unclosed ${) is an error naming its
+// path.
+//
+// An api_key no part of which comes from the environment (written in the
+// file, or a ${VAR:-default} that fell back to its default) is valid but
+// adds a warning to Config.Warnings naming its path.
 func Parse(r io.Reader) (Config, error) {
 	return parse(r, os.LookupEnv)
 }
@@ -448,8 +493,10 @@ func parse(r io.Reader, lookup func(string) (string, bool)) (Config, error) {
 	// the tree is decoded as it is (never re-serialized), so an expanded
 	// value can never change the document's structure (a value containing
 	// ": " or " #") and line numbers in errors are those of the file.
-	if err := expandNode(&doc, lookup); err != nil {
-		return Config{}, err
+	ex := expander{lookup: lookup}
+	ex.node(&doc, "")
+	if len(ex.errs) > 0 {
+		return Config{}, errors.Join(ex.errs...)
 	}
 	// Node.Decode has no KnownFields option: checkNode rejects unknown keys
 	// and undecodable values first, naming their YAML path.
@@ -468,6 +515,7 @@ func parse(r io.Reader, lookup func(string) (string, bool)) (Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}
+	cfg.Warnings = ex.warnings
 	return cfg, nil
 }
 
@@ -483,20 +531,86 @@ func isEmptyDoc(d *yaml.Node) bool {
 
 var varRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
-func expandNode(n *yaml.Node, lookup func(string) (string, bool)) error {
-	if n.Kind == yaml.ScalarNode {
-		if !strings.Contains(n.Value, "${") {
-			return nil
+// Paths whose value may be empty when their variable is unset (see Parse),
+// and the path of an upstream's key.
+var (
+	emptyAllowedPath = regexp.MustCompile(`^upstreams\[[0-9]+\]\.(api_key|headers\..+)$`)
+	apiKeyPath       = regexp.MustCompile(`^upstreams\[[0-9]+\]\.api_key$`)
+)
+
+// expander expands ${VAR} references in a parsed document, collecting an
+// error for each malformed reference and each required variable that is
+// unset or empty, and a warning for each api_key written in the file. Every
+// message names the scalar's YAML path and line, never a value: the file
+// and the environment hold secrets.
+type expander struct {
+	lookup   func(string) (string, bool)
+	errs     []error
+	warnings []string
+}
+
+// node expands every scalar under n, whose YAML path is path. An alias is
+// not followed: its anchor is expanded (and reported) where it is defined.
+func (e *expander) node(n *yaml.Node, path string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			e.node(c, path)
 		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			e.node(k, path) // a key is reported at its mapping's path, as checkNode does
+			if k.Kind == yaml.ScalarNode && k.Value == "<<" {
+				// The keys of a merged mapping, or of a list of them,
+				// belong to this mapping (see checkMerge).
+				if v.Kind == yaml.SequenceNode {
+					for _, c := range v.Content {
+						e.node(c, path)
+					}
+				} else {
+					e.node(v, path)
+				}
+				continue
+			}
+			e.node(v, join(path, k.Value))
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			e.node(c, fmt.Sprintf("%s[%d]", path, i))
+		}
+	case yaml.ScalarNode:
+		e.scalar(n, path)
+	}
+}
+
+func (e *expander) scalar(n *yaml.Node, path string) {
+	where := path
+	if where == "" {
+		where = "(top level)"
+	}
+	fromEnv := false // some part of the value came from the environment
+	if strings.Contains(n.Value, "${") {
 		// Check the file's text, not the result: an environment value may
 		// itself contain "${" (and must not end up in an error message).
 		if strings.Contains(varRef.ReplaceAllString(n.Value, ""), "${") {
-			return fmt.Errorf("line %d: malformed variable reference in %q (use ${NAME} or ${NAME:-default})", n.Line, n.Value)
+			e.errs = append(e.errs, fmt.Errorf("%s: malformed variable reference: use ${NAME} or ${NAME:-default} (line %d)", where, n.Line))
+			return
 		}
+		required := !emptyAllowedPath.MatchString(path)
 		n.Value = varRef.ReplaceAllStringFunc(n.Value, func(m string) string {
 			sub := varRef.FindStringSubmatch(m)
-			if v, ok := lookup(sub[1]); ok && v != "" {
+			v, set := e.lookup(sub[1])
+			if v != "" {
+				fromEnv = true
 				return v
+			}
+			if required && sub[2] == "" { // no ":-default"
+				state := "is not set in the environment"
+				if set {
+					state = "is empty in the environment"
+				}
+				e.errs = append(e.errs, fmt.Errorf("%s: ${%s} %s and has no default (line %d)", where, sub[1], state, n.Line))
 			}
 			return sub[3]
 		})
@@ -508,14 +622,11 @@ func expandNode(n *yaml.Node, lookup func(string) (string, bool)) error {
 				n.Tag = "!!str"
 			}
 		}
-		return nil
 	}
-	for _, c := range n.Content {
-		if err := expandNode(c, lookup); err != nil {
-			return err
-		}
+	if !fromEnv && n.Value != "" && n.ShortTag() != "!!null" && apiKeyPath.MatchString(path) {
+		e.warnings = append(e.warnings, fmt.Sprintf("%s: the key is written in the config file (line %d), so anyone who can read the file can use it; "+
+			"keep it in the environment instead (api_key: ${VAR})", path, n.Line))
 	}
-	return nil
 }
 
 // checked is one (node, type) pair already visited by checkNode: an anchor
@@ -639,6 +750,9 @@ func fieldByKey(t reflect.Type, key string) (reflect.StructField, bool) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" {
+			continue // not part of the schema (Config.Warnings)
+		}
 		if name == "" {
 			name = strings.ToLower(f.Name)
 		}
@@ -671,6 +785,9 @@ func (c *Config) Validate() error {
 	if c.AdminListen != "" {
 		if err := validAddr(c.AdminListen); err != nil {
 			bad("admin_listen", "%v", err)
+		} else if addrsCollide(c.AdminListen, c.Listen) {
+			bad("admin_listen", "%s collides with listen %s (the same port on the same or a wildcard address); "+
+				"give the admin endpoints a port of their own", c.AdminListen, c.Listen)
 		}
 	}
 	if c.MaxBodyBytes <= 0 {
@@ -679,8 +796,8 @@ func (c *Config) Validate() error {
 	if c.MaxResponseBytes < 64<<10 {
 		bad("max_response_bytes", "must be at least 65536")
 	}
-	if c.ReadTimeout <= 0 {
-		bad("read_timeout", "must be positive")
+	if c.ReadTimeout < MinReadTimeout {
+		bad("read_timeout", "must be at least %v", MinReadTimeout)
 	}
 	if c.WriteTimeout < time.Second {
 		bad("write_timeout", "must be at least 1s")
@@ -708,8 +825,8 @@ func (c *Config) Validate() error {
 	if c.Cache.MaxBytes < 1<<20 {
 		bad("cache.max_bytes", "must be at least 1048576")
 	}
-	if c.Cache.Timeout <= 0 {
-		bad("cache.timeout", "must be positive")
+	if c.Cache.Timeout < MinCacheTimeout {
+		bad("cache.timeout", "must be at least %v", MinCacheTimeout)
 	}
 	if c.Cache.MaxItemBytes < 1024 {
 		bad("cache.max_item_bytes", "must be at least 1024")
@@ -775,14 +892,15 @@ func (c *Config) Validate() error {
 		if strings.ContainsAny(u.APIKey, "\r\n") {
 			bad(p+".api_key", "must not contain line breaks")
 		}
-		if u.Timeout < 0 {
-			bad(p+".timeout", "must be positive")
+		// 0 was replaced by the default (applyDefaults).
+		if u.Timeout < MinUpstreamTimeout {
+			bad(p+".timeout", "must be at least %v (or 0 for the default)", MinUpstreamTimeout)
 		}
-		if u.FirstTokenTimeout < 0 {
-			bad(p+".first_token_timeout", "must be positive")
+		if u.FirstTokenTimeout < MinUpstreamTimeout {
+			bad(p+".first_token_timeout", "must be at least %v (or 0 for the default)", MinUpstreamTimeout)
 		}
-		if u.IdleTimeout < 0 {
-			bad(p+".idle_timeout", "must be positive")
+		if u.IdleTimeout < MinUpstreamTimeout {
+			bad(p+".idle_timeout", "must be at least %v (or 0 for the default)", MinUpstreamTimeout)
 		}
 		for alias, model := range u.Models {
 			if alias == "" || model == "" {
@@ -925,6 +1043,30 @@ func validAddr(a string) error {
 		return errors.New("port must be a number between 0 and 65535")
 	}
 	return nil
+}
+
+// addrsCollide reports whether listening on both host:port addresses a and
+// b (each valid for validAddr) must fail: the same port, other than 0 (any
+// free port), on the same IP or host name, or on a wildcard host ("",
+// 0.0.0.0 or ::, which covers every address). Two host names, or a name
+// and an IP, are not resolved: a collision between them is found at bind.
+func addrsCollide(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	na, _ := strconv.Atoi(pa)
+	nb, _ := strconv.Atoi(pb)
+	if na == 0 || na != nb {
+		return false
+	}
+	ia, ib := net.ParseIP(ha), net.ParseIP(hb)
+	switch {
+	case ha == "" || hb == "" || (ia != nil && ia.IsUnspecified()) || (ib != nil && ib.IsUnspecified()):
+		return true
+	case ia != nil && ib != nil:
+		return ia.Equal(ib)
+	default:
+		return strings.EqualFold(ha, hb)
+	}
 }
 
 // Summary is a one-line description of the configuration for -check and the

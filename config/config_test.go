@@ -137,6 +137,11 @@ func TestParseGood(t *testing.T) {
 			},
 		},
 	}
+	// Both keys are written in the file: one warning each (TestParseWarnings).
+	if len(cfg.Warnings) != 2 || !strings.HasPrefix(cfg.Warnings[0], "upstreams[0].api_key: ") || !strings.HasPrefix(cfg.Warnings[1], "upstreams[1].api_key: ") {
+		t.Errorf("warnings = %q, want one for each literal api_key", cfg.Warnings)
+	}
+	cfg.Warnings = nil
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("parse(good) =\n%+v\nwant\n%+v", cfg, want)
 	}
@@ -188,8 +193,28 @@ func TestParseFailureClosure(t *testing.T) {
 		{"models not a mapping", withUpstream("    models: [a]\n"), []string{"upstreams[0].models: must be a mapping"}},
 		{"model not a string", withUpstream("    models: {a: [b]}\n"), []string{"upstreams[0].models.a: must be a string"}},
 		{"memcached not a list", "cache: {memcached: 127.0.0.1:11211}\n" + withUpstream(""), []string{"cache.memcached: must be a list"}},
-		{"malformed variable", withUpstream("    api_key: ${GROQ KEY}\n"), []string{"line 4", "malformed variable reference"}},
-		{"unclosed variable", withUpstream("    api_key: ${GROQ_KEY\n"), []string{"line 4", "malformed variable reference"}},
+		{"malformed variable", withUpstream("    api_key: ${GROQ KEY}\n"), []string{"upstreams[0].api_key: malformed variable reference", "(line 4)"}},
+		{"unclosed variable", withUpstream("    api_key: ${GROQ_KEY\n"), []string{"upstreams[0].api_key: malformed variable reference", "(line 4)"}},
+		{"unclosed variable in a nested field", "cache:\n  namespace: ${NS\n" + withUpstream(""), []string{"cache.namespace: malformed variable reference", "(line 2)"}},
+		{"unclosed variable in a list", "auth:\n  keys:\n    - a\n    - x${K\n" + withUpstream(""), []string{"auth.keys[1]: malformed variable reference", "(line 4)"}},
+		{"unclosed variable in a mapping key", withUpstream("    headers:\n      ${H: x\n"), []string{"upstreams[0].headers: malformed variable reference", "(line 5)"}},
+		{"unclosed variable in a merged list", withUpstream("    <<:\n      - {priority: 1}\n      - base_url: ${U\n"), []string{"upstreams[0].base_url: malformed variable reference", "(line 6)"}},
+		{"unclosed variable in a merged mapping", withUpstream("    <<:\n      api_key: ${K\n"), []string{"upstreams[0].api_key: malformed variable reference", "(line 5)"}},
+		{"malformed variables all reported", "listen: ${1X}\n" + withUpstream("    api_key: ${K\n"), []string{"listen: malformed", "upstreams[0].api_key: malformed"}},
+		// A reference without a default is required (see Parse), except
+		// in api_key and header values (TestParseEnv).
+		{"unset variable in listen", "listen: ${LISTEN}\n" + withUpstream(""), []string{"listen: ${LISTEN} is not set in the environment and has no default (line 1)"}},
+		{"unset variable in part of a value", "listen: ${HOST}:8080\n" + withUpstream(""), []string{"listen: ${HOST} is not set"}},
+		{"unset variable in admin_listen", "admin_listen: ${ADMIN}\n" + withUpstream(""), []string{"admin_listen: ${ADMIN} is not set"}},
+		{"unset variable in an int field", "max_body_bytes: ${MAX}\n" + withUpstream(""), []string{"max_body_bytes: ${MAX} is not set"}},
+		{"unset variable in a duration", withUpstream("    timeout: ${T}\n"), []string{"upstreams[0].timeout: ${T} is not set", "(line 4)"}},
+		{"unset variable in an auth key", "auth:\n  keys:\n    - ${CLIENT_KEY}\n" + withUpstream(""), []string{"auth.keys[0]: ${CLIENT_KEY} is not set"}},
+		{"unset variable in base_url", withUpstream("    base_url: ${URL}/v1\n"), []string{"upstreams[0].base_url: ${URL} is not set"}},
+		{"unset variable in a header name", withUpstream("    headers:\n      ${H}: x\n"), []string{"upstreams[0].headers: ${H} is not set"}},
+		{"unset variable in a merged mapping", withUpstream("    <<:\n      base_url: ${URL}\n"), []string{"upstreams[0].base_url: ${URL} is not set"}},
+		{"unset variable quoted", "cache:\n  namespace: \"${NS}\"\n" + withUpstream(""), []string{"cache.namespace: ${NS} is not set"}},
+		{"unset variables all reported", "listen: ${HOST}:${PORT}\n" + withUpstream("    quota_group: ${G}\n"),
+			[]string{"listen: ${HOST} is not set", "listen: ${PORT} is not set", "upstreams[0].quota_group: ${G} is not set"}},
 		{"reference inside a flow mapping", withUpstream("    quota: {limit: ${LIMIT:-100}}\n"), []string{"yaml:", "did not find expected"}},
 		{"env null into int", "max_body_bytes: ${X:-null}\n" + withUpstream(""), []string{"max_body_bytes: must be an integer"}},
 		{"quoted env into int", "max_body_bytes: \"${X:-1024}\"\n" + withUpstream(""), []string{"max_body_bytes: must be an integer"}},
@@ -199,10 +224,21 @@ func TestParseFailureClosure(t *testing.T) {
 		{"listen bad port", "listen: localhost:99999\n" + withUpstream(""), []string{"listen: port must be a number"}},
 		{"listen named port", "listen: localhost:http\n" + withUpstream(""), []string{"listen: port must be a number"}},
 		{"admin_listen bad", "admin_listen: '9090'\n" + withUpstream(""), []string{"admin_listen: must be host:port"}},
+		{"admin_listen equal to listen", "listen: 127.0.0.1:8080\nadmin_listen: 127.0.0.1:8080\n" + withUpstream(""),
+			[]string{"admin_listen: 127.0.0.1:8080 collides with listen 127.0.0.1:8080"}},
+		{"admin_listen equal to the default listen", "admin_listen: 127.0.0.1:8080\n" + withUpstream(""), []string{"admin_listen: 127.0.0.1:8080 collides with listen 127.0.0.1:8080"}},
+		{"admin_listen wildcard over listen", "listen: 127.0.0.1:9000\nadmin_listen: 0.0.0.0:9000\n" + withUpstream(""), []string{"admin_listen: 0.0.0.0:9000 collides with listen 127.0.0.1:9000"}},
+		{"listen wildcard over admin_listen", "listen: ':9000'\nadmin_listen: 10.0.0.1:9000\n" + withUpstream(""), []string{"admin_listen: 10.0.0.1:9000 collides with listen :9000"}},
+		{"admin_listen IPv6 wildcard", "listen: 127.0.0.1:9000\nadmin_listen: '[::]:9000'\n" + withUpstream(""), []string{"admin_listen: [::]:9000 collides"}},
+		{"admin_listen same IP spelled differently", "listen: '[::1]:9000'\nadmin_listen: '[0:0:0:0:0:0:0:1]:09000'\n" + withUpstream(""), []string{"admin_listen: [0:0:0:0:0:0:0:1]:09000 collides"}},
+		{"admin_listen same host name in another case", "listen: LocalHost:9000\nadmin_listen: localhost:9000\n" + withUpstream(""), []string{"admin_listen: localhost:9000 collides with listen LocalHost:9000"}},
 		{"max_body_bytes zero", "max_body_bytes: 0\n" + withUpstream(""), []string{"max_body_bytes: must be positive"}},
 		{"max_body_bytes negative", "max_body_bytes: -1\n" + withUpstream(""), []string{"max_body_bytes: must be positive"}},
 		{"shutdown_grace negative", "shutdown_grace: -1s\n" + withUpstream(""), []string{"shutdown_grace: must not be negative"}},
-		{"read_timeout zero", "read_timeout: 0s\n" + withUpstream(""), []string{"read_timeout: must be positive"}},
+		{"read_timeout zero", "read_timeout: 0s\n" + withUpstream(""), []string{"read_timeout: must be at least 100ms"}},
+		{"read_timeout 1ns", "read_timeout: 1ns\n" + withUpstream(""), []string{"read_timeout: must be at least 100ms"}},
+		{"read_timeout below the minimum", "read_timeout: 99ms\n" + withUpstream(""), []string{"read_timeout: must be at least 100ms"}},
+		{"read_timeout negative", "read_timeout: -30s\n" + withUpstream(""), []string{"read_timeout: must be at least 100ms"}},
 		{"write_timeout below 1s", "write_timeout: 500ms\n" + withUpstream(""), []string{"write_timeout: must be at least 1s"}},
 		{"max_response_bytes small", "max_response_bytes: 1000\n" + withUpstream(""), []string{"max_response_bytes: must be at least 65536"}},
 		{"log_level", "log_level: verbose\n" + withUpstream(""), []string{"log_level: must be debug, info, warn or error"}},
@@ -217,7 +253,8 @@ func TestParseFailureClosure(t *testing.T) {
 		{"namespace empty", "cache: {namespace: ''}\n" + withUpstream(""), []string{"cache.namespace: must be 1-64 characters"}},
 		{"namespace too long", "cache: {namespace: " + strings.Repeat("n", 65) + "}\n" + withUpstream(""), []string{"cache.namespace: must be 1-64 characters"}},
 		{"cache max_bytes", "cache: {max_bytes: 1000}\n" + withUpstream(""), []string{"cache.max_bytes: must be at least 1048576"}},
-		{"cache timeout zero", "cache: {timeout: 0s}\n" + withUpstream(""), []string{"cache.timeout: must be positive"}},
+		{"cache timeout zero", "cache: {timeout: 0s}\n" + withUpstream(""), []string{"cache.timeout: must be at least 10ms"}},
+		{"cache timeout below the minimum", "cache: {timeout: 1ms}\n" + withUpstream(""), []string{"cache.timeout: must be at least 10ms"}},
 		{"cache max_item_bytes", "cache: {max_item_bytes: 100}\n" + withUpstream(""), []string{"cache.max_item_bytes: must be at least 1024"}},
 		{"near_max_bytes below the minimum", "cache: {memcached: ['m:11211'], near_max_bytes: 1048575}\n" + withUpstream(""), []string{"cache.near_max_bytes: must be 0 (no near cache) or at least 1048576"}},
 		{"near_max_bytes negative", "cache: {memcached: ['m:11211'], near_max_bytes: -1}\n" + withUpstream(""), []string{"cache.near_max_bytes: must be 0"}},
@@ -257,9 +294,12 @@ func TestParseFailureClosure(t *testing.T) {
 		{"base_url missing for unknown provider", "upstreams:\n  - name: a\n    provider: other\n", []string{"upstreams[0].base_url: must be an http(s) URL"}},
 		{"api_key line break", withUpstream("    api_key: \"a\\nb\"\n"), []string{"upstreams[0].api_key: must not contain line breaks"}},
 		{"api_key carriage return", withUpstream("    api_key: \"a\\rb\"\n"), []string{"upstreams[0].api_key: must not contain line breaks"}},
-		{"timeout negative", withUpstream("    timeout: -1s\n"), []string{"upstreams[0].timeout: must be positive"}},
-		{"first_token_timeout negative", withUpstream("    first_token_timeout: -1s\n"), []string{"upstreams[0].first_token_timeout: must be positive"}},
-		{"idle_timeout negative", withUpstream("    idle_timeout: -1ms\n"), []string{"upstreams[0].idle_timeout: must be positive"}},
+		{"timeout negative", withUpstream("    timeout: -1s\n"), []string{"upstreams[0].timeout: must be at least 100ms (or 0 for the default)"}},
+		{"timeout 1ns", withUpstream("    timeout: 1ns\n"), []string{"upstreams[0].timeout: must be at least 100ms"}},
+		{"first_token_timeout negative", withUpstream("    first_token_timeout: -1s\n"), []string{"upstreams[0].first_token_timeout: must be at least 100ms"}},
+		{"first_token_timeout below the minimum", withUpstream("    first_token_timeout: 99ms\n"), []string{"upstreams[0].first_token_timeout: must be at least 100ms"}},
+		{"idle_timeout negative", withUpstream("    idle_timeout: -1ms\n"), []string{"upstreams[0].idle_timeout: must be at least 100ms"}},
+		{"idle_timeout below the minimum", withUpstream("    idle_timeout: 1us\n"), []string{"upstreams[0].idle_timeout: must be at least 100ms"}},
 		{"models empty alias", withUpstream("    models: {'': x}\n"), []string{"upstreams[0].models: aliases and model names must not be empty"}},
 		{"models empty model", withUpstream("    models: {x: ''}\n"), []string{"upstreams[0].models: aliases and model names must not be empty"}},
 		{"quota limit negative", withUpstream("    quota: {limit: -1}\n"), []string{"upstreams[0].quota.limit: must not be negative"}},
@@ -428,8 +468,8 @@ func TestParseEnv(t *testing.T) {
 			},
 		},
 		{
-			name: "unset var without default keeps the built-in default",
-			yaml: "listen: ${LISTEN}\nmax_body_bytes: ${MAX}\n" + withUpstream(""),
+			name: "unset var with an empty default keeps the built-in default",
+			yaml: "listen: ${LISTEN:-}\nmax_body_bytes: ${MAX:-}\n" + withUpstream(""),
 			check: func(t *testing.T, c Config) {
 				d := Default()
 				if c.Listen != d.Listen || c.MaxBodyBytes != d.MaxBodyBytes {
@@ -515,6 +555,35 @@ func TestParseEnv(t *testing.T) {
 			check: func(t *testing.T, c Config) {
 				if got := c.Upstreams[0].APIKey; got != "sk-${NOT_A_VAR}" {
 					t.Errorf("api_key = %q, want it literally", got)
+				}
+			},
+		},
+		{
+			name: "empty var with an empty default keeps the built-in default",
+			env:  map[string]string{"LISTEN": ""},
+			yaml: "listen: ${LISTEN:-}\n" + withUpstream(""),
+			check: func(t *testing.T, c Config) {
+				if c.Listen != Default().Listen {
+					t.Errorf("listen = %q, want the default", c.Listen)
+				}
+			},
+		},
+		{
+			name: "set but empty api_key leaves the upstream unconfigured",
+			env:  map[string]string{"GROQ_KEY": ""},
+			yaml: withUpstream("    api_key: ${GROQ_KEY}\n"),
+			check: func(t *testing.T, c Config) {
+				if c.Upstreams[0].Configured() {
+					t.Errorf("api_key = %q, want empty", c.Upstreams[0].APIKey)
+				}
+			},
+		},
+		{
+			name: "unset key in an anchor shared by a merge",
+			yaml: "upstreams:\n  - &a\n    name: a\n    provider: groq\n    api_key: ${K}\n  - <<: *a\n    name: b\n",
+			check: func(t *testing.T, c Config) {
+				if len(c.Upstreams) != 2 || c.Upstreams[1].Configured() {
+					t.Errorf("upstreams = %+v, want two unconfigured", c.Upstreams)
 				}
 			},
 		},
@@ -612,6 +681,9 @@ func TestParseEnvNotInErrors(t *testing.T) {
 		withUpstream("    api_key: ${K}\n    priority: ${K}\n"),
 		withUpstream("    api_key: ${K}\n    provider: ${K}\n"),
 		withUpstream("    headers:\n      X-Key: ${K}\n      X-Bad: ${BAD}\n"),
+		// A key written in the file is as secret as one in the environment.
+		withUpstream("    api_key: gsk_SECRET_in_file${\n"),
+		withUpstream("    api_key: gsk_SECRET_in_file\n    timeout: ${UNSET_T}\n"),
 	} {
 		_, err := parse(strings.NewReader(y), envOf(map[string]string{"K": secret, "BAD": "SECRET\r\nX: 1"}))
 		if err == nil {
@@ -620,6 +692,114 @@ func TestParseEnvNotInErrors(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "SECRET") {
 			t.Errorf("error quotes the secret: %v", err)
+		}
+	}
+}
+
+// TestParseEnvRequired covers the variables set in the environment but
+// empty: like an unset one, an error where the reference has no default,
+// except in api_key and header values. The error names the variable.
+func TestParseEnvRequired(t *testing.T) {
+	env := envOf(map[string]string{"EMPTY": "", "SET": "127.0.0.1:9000"})
+	for _, tc := range []struct {
+		name, yaml string
+		want       string // "" for no error
+	}{
+		{"empty listen", "listen: ${EMPTY}\n" + withUpstream(""), "listen: ${EMPTY} is empty in the environment and has no default (line 1)"},
+		{"empty listen with a default", "listen: ${EMPTY:-127.0.0.1:9001}\n" + withUpstream(""), ""},
+		{"empty listen with an empty default", "listen: ${EMPTY:-}\n" + withUpstream(""), ""},
+		{"set listen", "listen: ${SET}\n" + withUpstream(""), ""},
+		{"empty api_key", withUpstream("    api_key: ${EMPTY}\n"), ""},
+		{"empty header value", withUpstream("    headers:\n      X-Org: ${EMPTY}\n"), ""},
+		{"empty in a second upstream's base_url", withUpstream("  - name: b\n    provider: openai\n    base_url: ${EMPTY}\n"), "upstreams[1].base_url: ${EMPTY} is empty in the environment"},
+		{"empty model name", withUpstream("    models:\n      a: ${EMPTY}\n"), "upstreams[0].models.a: ${EMPTY} is empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parse(strings.NewReader(tc.yaml), env)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("parse: %v, want no error", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("parse: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestParseWarnings checks the warning for an api_key that does not come
+// from the environment: one per key, naming its path and line, never
+// quoting the key.
+func TestParseWarnings(t *testing.T) {
+	const key = "gsk_LITERAL_1234"
+	env := envOf(map[string]string{"K": "gsk_from_env", "EMPTY": ""})
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string // a prefix of each warning, in order
+	}{
+		{"literal", withUpstream("    api_key: " + key + "\n"), []string{"upstreams[0].api_key: the key is written in the config file (line 4)"}},
+		{"quoted literal", withUpstream("    api_key: '" + key + "'\n"), []string{"upstreams[0].api_key: "}},
+		{"numeric literal", withUpstream("    api_key: 12345\n"), []string{"upstreams[0].api_key: "}},
+		{"default from the file", withUpstream("    api_key: ${UNSET:-" + key + "}\n"), []string{"upstreams[0].api_key: "}},
+		{"default from the file, variable empty", withUpstream("    api_key: ${EMPTY:-" + key + "}\n"), []string{"upstreams[0].api_key: "}},
+		{"one of two upstreams", withUpstream("    api_key: ${K}\n  - name: b\n    provider: groq\n    api_key: " + key + "\n"), []string{"upstreams[1].api_key: "}},
+		{"two upstreams", withUpstream("    api_key: " + key + "\n  - name: b\n    provider: groq\n    api_key: " + key + "\n"),
+			[]string{"upstreams[0].api_key: ", "upstreams[1].api_key: "}},
+		{"an anchor is reported where it is written", withUpstream("    api_key: &k " + key + "\n  - name: b\n    provider: groq\n    api_key: *k\n"),
+			[]string{"upstreams[0].api_key: "}},
+		{"in a merged mapping", withUpstream("    <<:\n      api_key: " + key + "\n"), []string{"upstreams[0].api_key: "}},
+		{"from the environment", withUpstream("    api_key: ${K}\n"), nil},
+		{"partly from the environment", withUpstream("    api_key: gsk_${K}\n"), nil},
+		{"default not used", withUpstream("    api_key: ${K:-" + key + "}\n"), nil},
+		{"unset", withUpstream("    api_key: ${UNSET}\n"), nil},
+		{"empty", withUpstream("    api_key: ''\n"), nil},
+		{"null", withUpstream("    api_key: ~\n"), nil},
+		{"left out", withUpstream(""), nil},
+		// Only api_key: other literal values are not checked.
+		{"literal header and auth key", "auth: {keys: [" + key + "]}\n" + withUpstream("    headers: {X-Token: "+key+"}\n"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parse(strings.NewReader(tc.yaml), env)
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			if len(cfg.Warnings) != len(tc.want) {
+				t.Fatalf("warnings = %q, want %d", cfg.Warnings, len(tc.want))
+			}
+			for i, w := range cfg.Warnings {
+				if !strings.HasPrefix(w, tc.want[i]) {
+					t.Errorf("warnings[%d] = %q, want it to start with %q", i, w, tc.want[i])
+				}
+				if strings.Contains(w, "LITERAL") || strings.Contains(w, "12345") || strings.Contains(w, "from_env") {
+					t.Errorf("warnings[%d] = %q quotes the key", i, w)
+				}
+			}
+		})
+	}
+	// Warnings are not a YAML key.
+	if _, err := parse(strings.NewReader("warnings: [x]\n"+withUpstream("")), noEnv); err == nil || !strings.Contains(err.Error(), "warnings: unknown key") {
+		t.Errorf("warnings as a key: %v, want unknown key", err)
+	}
+	if _, err := parse(strings.NewReader("'-': [x]\n"+withUpstream("")), noEnv); err == nil || !strings.Contains(err.Error(), "-: unknown key") {
+		t.Errorf("- as a key: %v, want unknown key", err)
+	}
+}
+
+// TestParseLimitsAccepted covers the accepted side of the address and
+// timeout rules: distinct admin and API addresses, port 0 (any free
+// port) on both, and each minimum timeout itself.
+func TestParseLimitsAccepted(t *testing.T) {
+	for _, y := range []string{
+		"listen: 127.0.0.1:8080\nadmin_listen: 127.0.0.1:9090\n",
+		"listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n",
+		"listen: ':0'\nadmin_listen: ':0'\n",
+		"listen: 127.0.0.1:9000\nadmin_listen: 127.0.0.2:9000\n",
+		"listen: 127.0.0.1:9000\nadmin_listen: '[::1]:9000'\n",
+		"listen: localhost:9000\nadmin_listen: 127.0.0.1:9001\n",
+		"read_timeout: 100ms\ncache: {timeout: 10ms}\n",
+	} {
+		y += withUpstream("    timeout: 100ms\n    first_token_timeout: 100ms\n    idle_timeout: 100ms\n")
+		if _, err := parse(strings.NewReader(y), noEnv); err != nil {
+			t.Errorf("parse(%q): %v", y, err)
 		}
 	}
 }
@@ -874,6 +1054,9 @@ func TestShippedConfig(t *testing.T) {
 			t.Errorf("upstreams[%d] (%s) models = %v, want both aliases", i, u.Name, u.Models)
 		}
 	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("shipped config.yaml warns: %q", cfg.Warnings)
+	}
 	if cfg.Listen != "127.0.0.1:8080" || cfg.Streaming.Commit != CommitFirstEvent || len(cfg.Cache.Memcached) != 0 {
 		t.Errorf("listen, commit, memcached = %q, %q, %v", cfg.Listen, cfg.Streaming.Commit, cfg.Cache.Memcached)
 	}
@@ -887,6 +1070,9 @@ func TestShippedConfig(t *testing.T) {
 	cfg, err = parse(strings.NewReader(string(raw)), envOf(env))
 	if err != nil {
 		t.Fatalf("shipped config.yaml with keys: %v", err)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("shipped config.yaml with keys warns: %q", cfg.Warnings)
 	}
 	for i, k := range []string{"gsk_one", "gsk_two", "gsk_three", "hf_one", "hf_two"} {
 		if got := cfg.Upstreams[i].APIKey; got != k {

@@ -273,11 +273,13 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger, logOut 
 			log.Warn("upstream unconfigured: no api_key, skipped", "upstream", u.Name)
 		}
 	}
-	lifecycle(log, "listening", attrs...)
-
+	// Signals are caught before "listening" is logged: a SIGHUP sent as
+	// soon as the proxy says it is up must reload it, not kill it.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	lifecycle(log, "listening", attrs...)
+
 	for {
 		select {
 		case err := <-errc:

@@ -20,7 +20,11 @@
 // upstream. A model beyond the first 256 seen on one upstream shares the
 // deployment "(other)" so client input cannot grow state without bound.
 // Breakers run on real time (failsafe-go has no injectable clock); everything
-// else uses [Options.Now].
+// else uses [Options.Now]. failsafe-go moves an open breaker to half-open
+// only when a call asks it for a permit after the delay; [Policy.Snapshot]
+// and the switchyard_upstream_breaker_state gauge report a breaker as that
+// call would find it, so an open breaker whose delay has passed reads
+// half-open even while no traffic comes.
 //
 // # Score
 //

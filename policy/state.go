@@ -224,6 +224,22 @@ func openRemaining(cb circuitbreaker.CircuitBreaker[Attempt]) int64 {
 	return int64(cb.RemainingDelay())
 }
 
+// effectiveRank is cb's state as the next call would find it, ranked as
+// stateRank does: failsafe-go moves an open breaker to half-open only when
+// a call asks for a permit after the delay, so State alone would show open
+// for as long as no traffic comes; an open breaker whose delay has passed
+// is reported half-open.
+func effectiveRank(cb circuitbreaker.CircuitBreaker[Attempt]) int {
+	s := cb.State()
+	if s == circuitbreaker.OpenState && cb.RemainingDelay() <= 0 {
+		// Between the two reads the breaker may have half-opened (and
+		// then RemainingDelay is 0 too) or reopened (a fresh delay): both
+		// read right.
+		s = circuitbreaker.HalfOpenState
+	}
+	return stateRank(s)
+}
+
 // stateRank orders breaker states from best to worst: closed 0, half-open 1,
 // open 2 (the switchyard_upstream_breaker_state values).
 func stateRank(s circuitbreaker.State) int {

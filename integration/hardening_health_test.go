@@ -10,6 +10,66 @@ import (
 // half-open once the delay has passed even without traffic, and an upstream
 // that flaps under load costs the clients nothing.
 
+// TestFailedUpstreamRecoversTraffic: an upstream that failed twice (its
+// breaker still closed) next to a healthy peer of the same priority gets
+// traffic again once it has recovered. Its failures count in full for the
+// breaker delay (1s in testConfig), then lose half their weight every half
+// delay, so it is back within the tie band about 2.5s after it failed, and
+// from then on shares the load.
+func TestFailedUpstreamRecoversTraffic(t *testing.T) {
+	a := newFake(t, statusHandler(500, `{"error":{"message":"a is down","type":"server_error"}}`))
+	b := newFake(t, okJSON("b"))
+	p := startProxy(t, testConfig("",
+		upstreamYAML("a", a.BaseURL(), "ka", 1, "    retry: {attempts: 1, backoff: 10ms}\n"),
+		upstreamYAML("b", b.BaseURL(), "kb", 1, "")))
+
+	// Both are new, so a (first in the spec) is tried first: it fails
+	// twice (one retry), and the request fails over to b.
+	r, body := rmPost(t, p.URL, simpleBody, noStore...)
+	failedAt := time.Now()
+	if r.Header.Get("X-Upstream") != "b" || a.Calls() != 2 {
+		t.Fatalf("first request: X-Upstream %q, a calls %d (want b, 2): %s", r.Header.Get("X-Upstream"), a.Calls(), body)
+	}
+	a.SetHandler(okJSON("a")) // recovered
+
+	// Poll at a steady pace until a serves again, or give up after 6s
+	// (unmodified: never).
+	var (
+		n         int
+		backIn    time.Duration
+		recovered bool
+	)
+	for deadline := failedAt.Add(6 * time.Second); time.Now().Before(deadline); {
+		r, _ := rmPost(t, p.URL, simpleBody, noStore...)
+		n++
+		if r.Header.Get("X-Upstream") == "a" {
+			backIn, recovered = time.Since(failedAt), true
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if !recovered {
+		t.Fatalf("the recovered upstream got no traffic in 6s (%d requests, all served by b; a calls %d)", n, a.Calls())
+	}
+	t.Logf("recovered upstream served again %v after its failures, at request %d of the polling (one every ~25ms)", backIn.Round(time.Millisecond), n)
+	if backIn < 900*time.Millisecond {
+		t.Errorf("a was tried again after %v: its failures should count in full for the breaker delay (1s)", backIn)
+	}
+	if backIn > 4*time.Second {
+		t.Errorf("a came back after %v, want about 2.5s (delay 1s + 3 half-lives of 0.5s)", backIn)
+	}
+
+	// Back in the tie band it shares the load with b.
+	served := map[string]int{}
+	for i := 0; i < 20; i++ {
+		r, _ := rmPost(t, p.URL, simpleBody, noStore...)
+		served[r.Header.Get("X-Upstream")]++
+	}
+	if served["a"] < 5 || served["b"] < 5 {
+		t.Errorf("after recovery: %v of 20, want both at least 5", served)
+	}
+}
+
 // TestBreakerGaugeShowsHalfOpenAfterDelay: failsafe-go half-opens a breaker
 // only on the next permit request, so with no traffic its State stays open
 // past the delay. The gauge and /status report the state the next call

@@ -75,7 +75,7 @@ func (p *Policy) status(u *upstream, now time.Time, minLat float64) UpstreamStat
 	s := UpstreamStatus{
 		Name:         u.spec.Name,
 		Priority:     u.spec.Priority,
-		Health:       st.healthScore(),
+		Health:       st.healthScore(n, p.decay),
 		Requests:     st.requests.Load(),
 		Failures:     st.failures.Load(),
 		LatencyScore: 1,

@@ -1,6 +1,13 @@
 package integration
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -149,4 +156,93 @@ func TestBreakerGaugeShowsHalfOpenAfterDelay(t *testing.T) {
 		t.Fatalf("trial served by %q, want a", r.Header.Get("X-Upstream"))
 	}
 	waitState("after a good trial", 0, "closed")
+}
+
+// TestFlappingUpstreamUnderLoadNoClientErrors: one of two equal upstreams
+// alternates between 500s and good answers every 250ms while 20 clients
+// send plain requests for 3s. Every client request gets a 200: failed
+// attempts fail over to the peer, and breakers and health move the load
+// without ever leaving a request with nowhere to go.
+func TestFlappingUpstreamUnderLoadNoClientErrors(t *testing.T) {
+	flap := okJSON("flap")
+	var (
+		flapFails atomic.Int64
+		start     atomic.Pointer[time.Time] // when the load starts
+	)
+	now := time.Now()
+	start.Store(&now)
+	flaky := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		if (time.Since(*start.Load())/(250*time.Millisecond))%2 == 1 { // good first, then bad, ...
+			flapFails.Add(1)
+			statusHandler(500, `{"error":{"message":"flapping","type":"server_error"}}`)(w, r)
+			return
+		}
+		flap(w, r)
+	})
+	steady := newFake(t, okJSON("steady"))
+	p := startProxy(t, testConfig("",
+		upstreamYAML("flaky", flaky.BaseURL(), "kf", 1, ""),
+		upstreamYAML("steady", steady.BaseURL(), "ks", 1, "")))
+
+	const clients = 20
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now = time.Now()
+	start.Store(&now)
+	stop := now.Add(3 * time.Second)
+	var (
+		mu       sync.Mutex
+		total    int
+		served   = map[string]int{}
+		problems []string
+		wg       sync.WaitGroup
+	)
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 10000 && time.Now().Before(stop); i++ {
+				req, err := http.NewRequestWithContext(ctx, "POST", p.URL+"/v1/chat/completions", strings.NewReader(simpleBody))
+				if err != nil {
+					panic(err)
+				}
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Cache-Control", "no-store")
+				resp, err := httpClient.Do(req)
+				var problem, up string
+				if err != nil {
+					problem = err.Error()
+				} else {
+					b, rerr := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					up = resp.Header.Get("X-Upstream")
+					if resp.StatusCode != 200 || rerr != nil {
+						problem = fmt.Sprintf("status %d (read error %v): %.200s", resp.StatusCode, rerr, b)
+					}
+				}
+				mu.Lock()
+				total++
+				served[up]++
+				if problem != "" && len(problems) < 10 {
+					problems = append(problems, problem)
+				}
+				mu.Unlock()
+				if problem != "" {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d requests from %d clients: served %v; the flapping upstream got %d calls, %d of them failed",
+		total, clients, served, flaky.Calls(), flapFails.Load())
+	for _, p := range problems {
+		t.Errorf("client error: %s", p)
+	}
+	if total < clients*5 {
+		t.Errorf("only %d requests in 3s", total)
+	}
+	if flapFails.Load() == 0 {
+		t.Errorf("the flapping upstream never failed a call (%d calls): the test did not exercise failover", flaky.Calls())
+	}
 }

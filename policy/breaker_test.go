@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -213,5 +214,69 @@ func TestDeferredStreams(t *testing.T) {
 	// Not pending: recorded at once, nothing deferred.
 	if a, err := q.Do("b", "m", run(verdict.OK)); err != nil || a.Deferred {
 		t.Fatalf("plain Do = %+v, %v", a, err)
+	}
+}
+
+// TestBreakerStateReadsHalfOpenAfterDelay: failsafe-go half-opens a breaker
+// only when a call asks for a permit, so its State stays open past the
+// delay while no traffic comes. Snapshot and the breaker gauge report what
+// the next call would find (half-open), and reading does not move the
+// breaker.
+func TestBreakerStateReadsHalfOpenAfterDelay(t *testing.T) {
+	tests := []struct {
+		name    string
+		outcome verdict.Outcome
+		breaker string // the Breakers key that opens
+	}{
+		{"deployment breaker", verdict.Failure, "m"},
+		{"key breaker", verdict.KeyRejected, KeyBreaker},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lb := &logBuf{}
+			o := breakerOpts(newClock(t0), lb)
+			p := mustNew(t, specs("a"), o)
+			gauge := func() string {
+				var buf bytes.Buffer
+				p.Gauges().WritePrometheus(&buf)
+				for _, l := range strings.Split(buf.String(), "\n") {
+					if v, found := strings.CutPrefix(l, `switchyard_upstream_breaker_state{upstream="a"} `); found {
+						return v
+					}
+				}
+				t.Fatalf("no breaker gauge:\n%s", buf.String())
+				return ""
+			}
+			check := func(when, want, wantGauge string) {
+				t.Helper()
+				st := p.Snapshot()[0]
+				if st.Breaker != want || st.Breakers[tt.breaker] != want {
+					t.Errorf("%s: Breaker %q, Breakers %v; want %q", when, st.Breaker, st.Breakers, want)
+				}
+				if g := gauge(); g != wantGauge {
+					t.Errorf("%s: gauge %s, want %s", when, g, wantGauge)
+				}
+			}
+			for range 5 {
+				p.Do("a", "m", run(tt.outcome))
+			}
+			check("just opened", "open", "2")
+			time.Sleep(testDelay + 10*time.Millisecond)
+			check("delay passed, no traffic", "half-open", "1")
+			if strings.Contains(lb.String(), "to=half-open") {
+				t.Errorf("reading the state moved the breaker:\n%s", lb)
+			}
+			// The trial fails: open again, for a fresh delay.
+			if _, err := p.Do("a", "m", run(tt.outcome)); err != nil {
+				t.Fatalf("trial: %v", err)
+			}
+			check("failed trial", "open", "2")
+			time.Sleep(testDelay + 10*time.Millisecond)
+			check("second delay passed", "half-open", "1")
+			if _, err := p.Do("a", "m", run(verdict.OK)); err != nil {
+				t.Fatalf("trial: %v", err)
+			}
+			check("good trial", "closed", "0")
+		})
 	}
 }

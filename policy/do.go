@@ -110,14 +110,14 @@ func (p *Policy) Observe(name, model string, ob Observation) {
 	st.requests.Add(1)
 	switch ob.Outcome {
 	case verdict.OK:
-		st.recordHealth(false)
+		st.recordHealth(false, now.UnixNano())
 		if ob.Latency > 0 {
 			updateEWMA(&st.dep(model).ewma, float64(ob.Latency))
 			updateEWMA(&st.ewma, float64(ob.Latency))
 		}
 	case verdict.Failure, verdict.KeyRejected:
 		st.failures.Add(1)
-		st.recordHealth(true)
+		st.recordHealth(true, now.UnixNano())
 	}
 	if ob.Outcome != verdict.OK {
 		msg := ob.Err

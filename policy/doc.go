@@ -20,16 +20,26 @@
 // upstream. A model beyond the first 256 seen on one upstream shares the
 // deployment "(other)" so client input cannot grow state without bound.
 // Breakers run on real time (failsafe-go has no injectable clock); everything
-// else uses [Options.Now].
+// else uses [Options.Now]. failsafe-go moves an open breaker to half-open
+// only when a call asks it for a permit after the delay; [Policy.Snapshot]
+// and the switchyard_upstream_breaker_state gauge report a breaker as that
+// call would find it, so an open breaker whose delay has passed reads
+// half-open even while no traffic comes.
 //
 // # Score
 //
 // Each candidate gets three sub-scores in [0,1]:
 //
-//	health  = ok / (ok + failed) over the upstream's last 100 attempts
-//	          (all models; only OK counts as ok, only Failure and KeyRejected
-//	          as failed, other outcomes are ignored); 1 with no history;
-//	          capped at 0.5 while any breaker of the upstream is half-open.
+//	health  = 1 − Σ w(age of f) / n
+//	          over the failed attempts f among the upstream's last n ≤ 100
+//	          attempts (all models; only OK counts as ok, only Failure and
+//	          KeyRejected as failed, other outcomes are ignored); 1 with no
+//	          history; capped at 0.5 while any breaker of the upstream is
+//	          half-open.
+//	w(age)  = 1                                  while age ≤ Breaker.Delay,
+//	          2^(−(age − Breaker.Delay) / HalfLife)  after that
+//	          where HalfLife = Options.HealthHalfLife (default Breaker.Delay/2,
+//	          30s at the default delay) and age is measured on Options.Now.
 //
 //	quota   = min( (limit − used) / limit              local/shared counter, current UTC period,
 //	               remainingRequests / limitRequests  last rate-limit headers, until their reset,
@@ -50,6 +60,22 @@
 //
 // The weights are normalised to sum to 1 (default 0.4, 0.3, 0.3), so a score
 // is in [0,1] and TieBand is a fraction of the best possible score.
+//
+// Health recovers with time alone: an upstream ranked below a healthy peer
+// gets no attempts, so a health that changed only on attempts would never
+// rise again. A failure counts in full for as long as the breaker would
+// keep a failing deployment out (Breaker.Delay); after that the part of it
+// that has faded counts as the "no history" value 1, so once all failures
+// are past the delay the failed share of the window halves every
+// half-life. An upstream with 2 failures among 100 attempts stays within
+// the default tie band of a healthy peer throughout; one whose window
+// holds only failures is back within it (health ≥ 0.875, since
+// 0.4 × 0.125 = 0.05) the delay plus three half-lives after its last
+// failure: 150s at the defaults, 2.5s with a 1s delay. From then on it
+// takes its turns again; if it still fails, that request fails over at
+// the cost of one attempt and its health drops again. The half-open cap
+// applies to breakers a call has moved to half-open, not to open breakers
+// that Snapshot reads as half-open (see Breakers).
 //
 // # Ranking
 //

@@ -43,6 +43,12 @@ const (
 	DefaultBreakerDelay = 60 * time.Second
 )
 
+// DefaultHealthHalfLife returns the default Options.HealthHalfLife for a
+// breaker delay: half of it (30s at DefaultBreakerDelay).
+func DefaultHealthHalfLife(breakerDelay time.Duration) time.Duration {
+	return breakerDelay / 2
+}
+
 // DefaultWeights are used when all of Options.Weights are zero.
 var DefaultWeights = config.Weights{Health: 0.4, Quota: 0.3, Latency: 0.3}
 
@@ -80,8 +86,9 @@ type Options struct {
 	Weights config.Weights
 	// Breaker configures all circuit breakers.
 	Breaker config.Breaker
-	// Now is the clock for quotas, cooldowns and Skipped.Until; default
-	// time.Now. Breakers always use real time.
+	// Now is the clock for quotas, cooldowns, Skipped.Until and the age of
+	// failures in the health score; default time.Now. Breakers always use
+	// real time.
 	Now func() time.Time
 	// Counter is the shared quota counter; nil means an in-process one.
 	Counter Counter
@@ -96,6 +103,15 @@ type Options struct {
 	// LatencyPad is added to both sides of the latency ratio so that
 	// sub-millisecond differences do not matter; default DefaultLatencyPad.
 	LatencyPad time.Duration
+	// HealthHalfLife is how fast a failure stops counting against an
+	// upstream's health once it is older than Breaker.Delay: its weight
+	// halves every HealthHalfLife, so health recovers toward 1 with time
+	// alone and an upstream that failed gets traffic again without
+	// needing attempts to prove itself (see the package doc). Zero means
+	// DefaultHealthHalfLife(Breaker.Delay), 30s at the default delay. A
+	// shorter half-life brings a failed upstream back sooner, and costs a
+	// failover per return while it is still failing.
+	HealthHalfLife time.Duration
 	// RetryBudget is shared by the retry policies of all upstreams; nil
 	// means budget.New() (or the previous Policy's on Reload). It must be
 	// built by the failsafe-go budget package.
@@ -153,6 +169,7 @@ type Policy struct {
 	breaker config.Breaker
 	tieBand float64
 	pad     float64 // nanoseconds
+	decay   decay   // of failures in the health score
 	budget  budget.Budget
 	ups     []*upstream
 	byName  map[string]*upstream
@@ -259,6 +276,16 @@ func build(specs []config.Upstream, o Options, old *Policy) (*Policy, error) {
 	default:
 		p.pad = float64(o.LatencyPad)
 	}
+
+	switch {
+	case o.HealthHalfLife < 0:
+		return nil, fmt.Errorf("policy: health half-life: must not be negative: %v", o.HealthHalfLife)
+	case o.HealthHalfLife == 0:
+		p.decay = decay{hold: int64(b.Delay), halfLife: float64(DefaultHealthHalfLife(b.Delay))}
+	default:
+		p.decay = decay{hold: int64(b.Delay), halfLife: float64(o.HealthHalfLife)}
+	}
+	p.decay.halfLife = max(p.decay.halfLife, 1)
 
 	switch {
 	case o.RetryBudget != nil:

@@ -32,7 +32,7 @@ func (p *Policy) Rank(targets []Target) (ranked []Candidate, skipped []Skipped) 
 			Name:     t.Name,
 			Model:    t.Model,
 			Priority: u.spec.Priority,
-			Health:   u.st.healthScore(),
+			Health:   u.st.healthScore(now.UnixNano(), p.decay),
 			Quota:    u.grp.quotaScore(e, t.Model, now),
 		}
 		if d != nil {

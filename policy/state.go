@@ -39,11 +39,12 @@ type upState struct {
 	halfOpen atomic.Int32                           // breakers currently half-open
 
 	hmu       sync.Mutex
-	ring      [healthWindow]bool // true = failed
+	ring      [healthWindow]bool  // true = failed
+	failedAt  [healthWindow]int64 // when a failed entry was observed, Unix ns (Options.Now)
 	ringLen   int
 	ringPos   int
 	ringFails int
-	health    atomic.Uint64 // float64 bits
+	failing   atomic.Int32 // ringFails, readable without hmu
 
 	ewma     atomic.Uint64 // float64 bits of nanoseconds over all models; 0 = no samples
 	requests atomic.Int64
@@ -67,7 +68,6 @@ type deployment struct {
 func newUpState(name string, b config.Breaker, e *env) *upState {
 	st := &upState{name: name, settings: b}
 	st.env.Store(e)
-	st.health.Store(math.Float64bits(1))
 	m := map[string]*deployment{}
 	st.deps.Store(&m)
 	for _, s := range []circuitbreaker.State{circuitbreaker.ClosedState, circuitbreaker.OpenState, circuitbreaker.HalfOpenState} {
@@ -81,9 +81,9 @@ func newUpState(name string, b config.Breaker, e *env) *upState {
 // copyFrom carries everything but the breakers over from o.
 func (st *upState) copyFrom(o *upState) {
 	o.hmu.Lock()
-	st.ring, st.ringLen, st.ringPos, st.ringFails = o.ring, o.ringLen, o.ringPos, o.ringFails
+	st.ring, st.failedAt, st.ringLen, st.ringPos, st.ringFails = o.ring, o.failedAt, o.ringLen, o.ringPos, o.ringFails
 	o.hmu.Unlock()
-	st.health.Store(o.health.Load())
+	st.failing.Store(int32(st.ringFails))
 	st.ewma.Store(o.ewma.Load())
 	st.requests.Store(o.requests.Load())
 	st.failures.Store(o.failures.Load())
@@ -161,8 +161,9 @@ func (st *upState) dep(model string) *deployment {
 	return d
 }
 
-// recordHealth adds one attempt to the health window.
-func (st *upState) recordHealth(failed bool) {
+// recordHealth adds one attempt, observed at now (Unix ns), to the health
+// window.
+func (st *upState) recordHealth(failed bool, now int64) {
 	st.hmu.Lock()
 	if st.ringLen == healthWindow {
 		if st.ring[st.ringPos] {
@@ -172,18 +173,50 @@ func (st *upState) recordHealth(failed bool) {
 		st.ringLen++
 	}
 	st.ring[st.ringPos] = failed
+	st.failedAt[st.ringPos] = 0
 	if failed {
 		st.ringFails++
+		st.failedAt[st.ringPos] = now
 	}
 	st.ringPos = (st.ringPos + 1) % healthWindow
-	h := float64(st.ringLen-st.ringFails) / float64(st.ringLen)
-	st.health.Store(math.Float64bits(h))
+	st.failing.Store(int32(st.ringFails))
 	st.hmu.Unlock()
 }
 
-// healthScore is the health sub-score, capped while a breaker is half-open.
-func (st *upState) healthScore() float64 {
-	h := math.Float64frombits(st.health.Load())
+// decay is how a failure's weight in the health score fades with age (see
+// the package doc): 1 while the failure is at most hold old, then halving
+// every halfLife.
+type decay struct {
+	hold     int64   // nanoseconds
+	halfLife float64 // nanoseconds, > 0
+}
+
+func (d decay) weight(age int64) float64 {
+	if age <= d.hold {
+		return 1
+	}
+	return math.Exp2(-float64(age-d.hold) / d.halfLife)
+}
+
+// healthScore is the health sub-score at now (Unix ns): 1 − Σ weight(age)
+// over the failed attempts in the window, divided by the attempts in the
+// window; capped while a breaker is half-open.
+func (st *upState) healthScore(now int64, d decay) float64 {
+	h := 1.0
+	if st.failing.Load() > 0 {
+		st.hmu.Lock()
+		w, left := 0.0, st.ringFails
+		for i := 0; left > 0 && i < st.ringLen; i++ {
+			if st.ring[i] {
+				w += d.weight(now - st.failedAt[i])
+				left--
+			}
+		}
+		if st.ringLen > 0 {
+			h = max(0, 1-w/float64(st.ringLen))
+		}
+		st.hmu.Unlock()
+	}
 	if st.halfOpen.Load() > 0 && h > 0.5 {
 		h = 0.5
 	}
@@ -222,6 +255,22 @@ func loadFloat(a *atomic.Uint64) float64 { return math.Float64frombits(a.Load())
 // half-open, or open with the delay passed (it half-opens on the next call).
 func openRemaining(cb circuitbreaker.CircuitBreaker[Attempt]) int64 {
 	return int64(cb.RemainingDelay())
+}
+
+// effectiveRank is cb's state as the next call would find it, ranked as
+// stateRank does: failsafe-go moves an open breaker to half-open only when
+// a call asks for a permit after the delay, so State alone would show open
+// for as long as no traffic comes; an open breaker whose delay has passed
+// is reported half-open.
+func effectiveRank(cb circuitbreaker.CircuitBreaker[Attempt]) int {
+	s := cb.State()
+	if s == circuitbreaker.OpenState && cb.RemainingDelay() <= 0 {
+		// Between the two reads the breaker may have half-opened (and
+		// then RemainingDelay is 0 too) or reopened (a fresh delay): both
+		// read right.
+		s = circuitbreaker.HalfOpenState
+	}
+	return stateRank(s)
 }
 
 // stateRank orders breaker states from best to worst: closed 0, half-open 1,

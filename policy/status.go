@@ -18,9 +18,12 @@ type UpstreamStatus struct {
 	// LatencyMS is the latency average over all models; 0 without samples.
 	LatencyMS float64
 	// Breaker is the worst state of its breakers: closed, half-open or open.
+	// A breaker is reported as the next call would find it: an open one
+	// whose delay has passed is half-open, even before a call has moved
+	// it there (failsafe-go half-opens lazily).
 	Breaker string
-	// Breakers maps each model seen to its breaker state; the key breaker
-	// is under KeyBreaker.
+	// Breakers maps each model seen to its breaker state, read the same
+	// way; the key breaker is under KeyBreaker.
 	Breakers map[string]string
 	// Quota is the configured quota, or else the rate-limit headers' daily
 	// requests of the most used model.
@@ -72,7 +75,7 @@ func (p *Policy) status(u *upstream, now time.Time, minLat float64) UpstreamStat
 	s := UpstreamStatus{
 		Name:         u.spec.Name,
 		Priority:     u.spec.Priority,
-		Health:       st.healthScore(),
+		Health:       st.healthScore(n, p.decay),
 		Requests:     st.requests.Load(),
 		Failures:     st.failures.Load(),
 		LatencyScore: 1,
@@ -87,12 +90,12 @@ func (p *Policy) status(u *upstream, now time.Time, minLat float64) UpstreamStat
 	}
 
 	// Breakers.
-	worst := stateRank(st.keyCB.State())
+	worst := effectiveRank(st.keyCB)
 	deps := *st.deps.Load()
 	s.Breakers = make(map[string]string, len(deps)+1)
 	s.Breakers[KeyBreaker] = rankNames[worst]
 	for model, d := range deps {
-		r := stateRank(d.cb.State())
+		r := effectiveRank(d.cb)
 		s.Breakers[model] = rankNames[r]
 		worst = max(worst, r)
 	}

@@ -182,9 +182,10 @@ func buildClients(cfg config.Config) ([]*upstream.Client, error) {
 // upstreams' own settings it reads from cfg.Upstreams directly.
 func policyOptions(cfg config.Config) policy.Options {
 	return policy.Options{
-		Weights:       cfg.Routing.Weights,
-		Breaker:       cfg.Breaker,
-		CounterPrefix: cfg.Cache.Namespace + ":v1:quota",
+		Weights:        cfg.Routing.Weights,
+		HealthHalfLife: cfg.Routing.HealthHalfLife,
+		Breaker:        cfg.Breaker,
+		CounterPrefix:  cfg.Cache.Namespace + ":v1:quota",
 	}
 }
 

@@ -235,6 +235,12 @@ type Routing struct {
 	// Weights of the score health*w.health + quota*w.quota + latency*w.latency.
 	// Defaults 0.4, 0.3, 0.3.
 	Weights Weights `yaml:"weights"`
+	// HealthHalfLife is how fast an upstream's failures fade from its
+	// health score: each counts fully for breaker.delay, then its weight
+	// halves every HealthHalfLife, so an upstream that failed and
+	// recovered gets traffic back even while a healthy peer takes it all.
+	// Default 0: half of breaker.delay (30s). Must not be negative.
+	HealthHalfLife time.Duration `yaml:"health_half_life"`
 }
 
 // Weights are the score weights; each is in [0,1] and they may not all be 0.
@@ -857,6 +863,9 @@ func (c *Config) Validate() error {
 	}
 	if w.Health+w.Quota+w.Latency == 0 {
 		bad("routing.weights", "must not all be 0")
+	}
+	if c.Routing.HealthHalfLife < 0 {
+		bad("routing.health_half_life", "must not be negative")
 	}
 	switch c.Streaming.Commit {
 	case CommitFirstEvent, CommitComplete:

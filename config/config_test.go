@@ -307,6 +307,7 @@ func TestParseFailureClosure(t *testing.T) {
 		{"quota period", withUpstream("    quota: {limit: 1, period: week}\n"), []string{"upstreams[0].quota.period: must be day or month"}},
 		{"quota period case", withUpstream("    quota: {period: Day}\n"), []string{"upstreams[0].quota.period: must be day or month"}},
 		{"quota_group", withUpstream("    quota_group: 'org a'\n"), []string{"upstreams[0].quota_group: must be 1-64 characters"}},
+		{"health_half_life negative", "routing: {health_half_life: -1s}\n" + withUpstream(""), []string{"routing.health_half_life: must not be negative"}},
 		{"quota group members disagree", withUpstream("    quota_group: g\n    quota: {limit: 1}\n  - name: b\n    provider: groq\n    quota_group: g\n    quota: {limit: 2}\n"),
 			[]string{`upstreams[1].quota: differs from upstreams[0].quota, another member of quota_group "g"`}},
 		{"retry attempts high", withUpstream("    retry: {attempts: 11}\n"), []string{"upstreams[0].retry.attempts: must be between 0 and 10"}},

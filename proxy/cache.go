@@ -52,6 +52,19 @@ func parseCacheControl(h []byte) cacheControl {
 	return cc
 }
 
+// scopedKey puts a client's scope (the id of its inbound key, see keyID)
+// into a cache key made with namespace ns, after the namespace:
+// "<ns>:<scope>:v1:<hash>". Coalescing follows, since flights are keyed
+// by the cache key. An empty scope (no auth.keys) or key returns key as it
+// is. The scope is hex, so a scoped key never equals an unscoped one, nor
+// a quota counter ("<ns>:v1:quota:…").
+func scopedKey(key, ns, scope string) string {
+	if scope == "" || len(key) <= len(ns) || key[:len(ns)] != ns {
+		return key
+	}
+	return ns + ":" + scope + key[len(ns):]
+}
+
 // serveFromCache derives the request's cache key and answers from the cache
 // or from an identical request in flight. It returns false when the request
 // must go upstream; c.key is then set when the answer is to be stored, and
@@ -68,12 +81,17 @@ func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
 	}
 	ns := c.st.cfg.Cache.Namespace
 	if custom := ctx.Request.Header.Peek("X-Cache-Key"); len(custom) > 0 {
-		c.key = cachekey.FromText(ns, string(custom))
+		// A name is the client's own, even when bodies are shared: another
+		// client must not read or overwrite it.
+		c.key = scopedKey(cachekey.FromText(ns, string(custom)), ns, c.scope)
 	} else {
 		key, err := s.keys.Derive(ns, c.body)
 		if err != nil { // encoding/json accepted what the canonicalizer refuses: duplicate keys, invalid UTF-8, lone surrogates, depth
 			s.countCache(c, cacheBypass)
 			return false
+		}
+		if !c.st.cfg.Cache.SharedAcrossKeys {
+			key = scopedKey(key, ns, c.scope)
 		}
 		c.key = key
 	}

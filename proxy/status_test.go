@@ -19,7 +19,7 @@ import (
 func newStatusServer(t *testing.T) (*Server, *policy.Policy) {
 	t.Helper()
 	cfg := config.Default()
-	cfg.Auth.Keys = []string{"inbound-SECRET-token-1"}
+	cfg.Auth.Keys = []string{"other-inbound-key-0", statusToken}
 	cfg.Upstreams = []config.Upstream{
 		{Name: "status_a", Provider: "groq", BaseURL: "http://127.0.0.1:1/v1", APIKey: "sk-unit-SECRET-aaaa1111", Priority: 1,
 			Quota: config.Quota{Limit: 100, Unit: config.UnitRequests, Period: config.PeriodDay}},
@@ -54,6 +54,10 @@ func observeAttempt(pol *policy.Policy, name, model string, ob policy.Observatio
 		return policy.Attempt{Outcome: ob.Outcome}, nil
 	})
 }
+
+// statusToken is newStatusServer's inbound key: /status on the API
+// listener needs it.
+const statusToken = "inbound-SECRET-token-1"
 
 func getStatus(s *Server, accept, query string) *fasthttp.Response {
 	var ctx fasthttp.RequestCtx

@@ -7,10 +7,28 @@ package integration
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 )
+
+// getWith sends GET base+path with an optional Authorization header.
+func getWith(t *testing.T, base, path, auth string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest("GET", base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, readAll(t, resp)
+}
 
 // cacheSection adds lines (each "  key: value\n") to a test's cache
 // section: top is "" (embedded) or memcachedYAML's block.
@@ -19,6 +37,56 @@ func cacheSection(top, lines string) string {
 		return "cache:\n" + lines
 	}
 	return top + lines
+}
+
+// TestStatusNeedsKeyOnAPIListener: with auth.keys and no admin_listen,
+// /status and /metrics on the API listener used to answer anyone, and
+// /status quotes upstream errors. They need a valid key now; /healthz
+// stays open for probes, and admin_listen stays the operator's, open.
+func TestStatusNeedsKeyOnAPIListener(t *testing.T) {
+	const key = "client-key-status-1111"
+	up := newFake(t, okJSON("x"))
+	auth := fmt.Sprintf("auth:\n  keys: [%q]\n", key)
+	p := startProxy(t, testConfig(auth, upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+
+	for _, path := range []string{"/status", "/metrics", "/status?format=html"} {
+		for _, bad := range []string{"", "Bearer wrong-key", "Basic " + key, "Bearer " + key + "x"} {
+			r, b := getWith(t, p.URL, path, bad)
+			if r.StatusCode != 401 {
+				t.Errorf("%s with Authorization %q: %d, want 401: %.200s", path, bad, r.StatusCode, b)
+				continue
+			}
+			if _, typ, code := apiErr(t, b); typ != "authentication_error" || code != "invalid_api_key" {
+				t.Errorf("%s: 401 type %q code %q", path, typ, code)
+			}
+			if r.Header.Get("WWW-Authenticate") == "" {
+				t.Errorf("%s: 401 without WWW-Authenticate", path)
+			}
+			if strings.Contains(string(b), "upstreams") || strings.Contains(string(b), "switchyard_") {
+				t.Errorf("%s: a 401 that carries the report: %.200s", path, b)
+			}
+		}
+		if r, b := getWith(t, p.URL, path, "Bearer "+key); r.StatusCode != 200 {
+			t.Errorf("%s with the key: %d: %.200s", path, r.StatusCode, b)
+		}
+	}
+	if r, _ := getWith(t, p.URL, "/healthz", ""); r.StatusCode != 200 {
+		t.Errorf("/healthz without a key: %d, want 200 (probes send none)", r.StatusCode)
+	}
+
+	// On admin_listen the operator's endpoints stay open; the API listener
+	// still does not serve them, key or not.
+	pa := startProxy(t, testConfig(auth+`admin_listen: "127.0.0.1:0"`+"\n", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	for _, path := range []string{"/status", "/metrics", "/healthz"} {
+		if r, b := getWith(t, pa.Admin, path, ""); r.StatusCode != 200 {
+			t.Errorf("admin %s without a key: %d: %.200s", path, r.StatusCode, b)
+		}
+	}
+	for _, path := range []string{"/status", "/metrics"} {
+		if r, _ := getWith(t, pa.URL, path, "Bearer "+key); r.StatusCode != 404 {
+			t.Errorf("API listener %s with admin_listen set: %d, want 404", path, r.StatusCode)
+		}
+	}
 }
 
 // TestCacheEntriesScopedPerInboundKey: with two auth.keys clients, B used

@@ -597,15 +597,17 @@ func TestSecretsNeverExposed(t *testing.T) {
 		t.Fatalf("hf's key from the environment did not reach it: %q", got)
 	}
 
-	_, metricsText := obsMetrics(t, p.Admin)
-	_, statusJSON := obsFetchStatus(t, p.Admin)
-	_, statusHTML := obsGetStatus(t, p.Admin, obsBrowserAccept)
+	// No admin_listen: /metrics and /status are on the API listener, and
+	// need the inbound key.
+	_, metricsText := getWith(t, p.URL, "/metrics", "Bearer "+inbound)
+	_, statusJSON := getWith(t, p.URL, "/status", "Bearer "+inbound)
+	_, statusHTML := getWith(t, p.URL, "/status?format=html", "Bearer "+inbound)
 	if !strings.Contains(string(statusHTML), "<table") {
 		t.Fatalf("no HTML /status: %.200s", statusHTML)
 	}
 	places := map[string]string{
 		"logs":          p.Logs(),
-		"/metrics":      metricsText,
+		"/metrics":      string(metricsText),
 		"/status JSON":  string(statusJSON),
 		"/status HTML":  string(statusHTML),
 		"API responses": seen.String(),

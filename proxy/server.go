@@ -262,12 +262,18 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 			s.methodNotAllowed(ctx, "GET")
 			return
 		}
+		if withAPI && !s.operatorAllowed(ctx) {
+			return
+		}
 		ctx.Response.Header.SetContentType("text/plain; version=0.0.4; charset=utf-8")
 		metrics.WritePrometheus(ctx, true)
 	case withAdmin && string(path) == "/status":
 		route = routeStatus
 		if !ctx.IsGet() {
 			s.methodNotAllowed(ctx, "GET")
+			return
+		}
+		if withAPI && !s.operatorAllowed(ctx) {
 			return
 		}
 		s.handleStatus(ctx)
@@ -304,6 +310,15 @@ func (s *Server) authorized(ctx *fasthttp.RequestCtx, st *state) (scope string, 
 	ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="switchyard"`)
 	writeError(ctx, fasthttp.StatusUnauthorized, "invalid or missing API key in Authorization: Bearer", typeAuth, "", codeInvalidAPIKey)
 	return "", false
+}
+
+// operatorAllowed guards /status and /metrics on the API listener: with
+// auth.keys set they need a valid key like the API, since /status names
+// every upstream and its failures. On admin_listen they stay open: that
+// address is the operator's. It answers 401 itself when it fails.
+func (s *Server) operatorAllowed(ctx *fasthttp.RequestCtx) bool {
+	_, ok := s.authorized(ctx, s.st.Load())
+	return ok
 }
 
 // keyID names an inbound key in cache keys: the first 8 bytes of a

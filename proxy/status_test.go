@@ -62,6 +62,7 @@ const statusToken = "inbound-SECRET-token-1"
 func getStatus(s *Server, accept, query string) *fasthttp.Response {
 	var ctx fasthttp.RequestCtx
 	ctx.Request.Header.SetMethod("GET")
+	ctx.Request.Header.Set("Authorization", "Bearer "+statusToken)
 	uri := "/status"
 	if query != "" {
 		uri += "?" + query
@@ -234,6 +235,50 @@ func TestStatusOnlyWithAdmin(t *testing.T) {
 		s.AdminHandler()(&admin)
 		if admin.Response.StatusCode() != 200 {
 			t.Errorf("%s on the admin listener: %d", path, admin.Response.StatusCode())
+		}
+	}
+}
+
+// TestStatusAndMetricsAuth: with auth.keys, /status and /metrics on
+// the API listener need a key; the admin listener and /healthz need none.
+func TestStatusAndMetricsAuth(t *testing.T) {
+	s, _ := newStatusServer(t)
+	serve := func(h fasthttp.RequestHandler, path, auth string) int {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod("GET")
+		ctx.Request.SetRequestURI(path)
+		if auth != "" {
+			ctx.Request.Header.Set("Authorization", auth)
+		}
+		h(&ctx)
+		return ctx.Response.StatusCode()
+	}
+	cases := []struct {
+		name, path, auth string
+		admin            bool
+		want             int
+	}{
+		{"status no key", "/status", "", false, 401},
+		{"status wrong key", "/status", "Bearer inbound-SECRET-token-2", false, 401},
+		{"status key prefix", "/status", "Bearer inbound-SECRET-token-", false, 401},
+		{"status basic", "/status", "Basic " + statusToken, false, 401},
+		{"status key", "/status", "Bearer " + statusToken, false, 200},
+		{"status other key", "/status", "Bearer other-inbound-key-0", false, 200},
+		{"status lower-case scheme", "/status", "bearer " + statusToken, false, 200},
+		{"metrics no key", "/metrics", "", false, 401},
+		{"metrics key", "/metrics", "Bearer " + statusToken, false, 200},
+		{"healthz no key", "/healthz", "", false, 200},
+		{"admin status no key", "/status", "", true, 200},
+		{"admin metrics no key", "/metrics", "", true, 200},
+		{"admin healthz no key", "/healthz", "", true, 200},
+	}
+	for _, tc := range cases {
+		h := s.Handler(true)
+		if tc.admin {
+			h = s.AdminHandler()
+		}
+		if got := serve(h, tc.path, tc.auth); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
 		}
 	}
 }

@@ -6,6 +6,7 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -85,6 +86,101 @@ func TestStatusNeedsKeyOnAPIListener(t *testing.T) {
 	for _, path := range []string{"/status", "/metrics"} {
 		if r, _ := getWith(t, pa.URL, path, "Bearer "+key); r.StatusCode != 404 {
 			t.Errorf("API listener %s with admin_listen set: %d, want 404", path, r.StatusCode)
+		}
+	}
+}
+
+// TestLastErrorHoldsNoRequestText: upstream error messages often quote
+// the request (a 400 naming the bad content, a moderation verdict), and
+// /status's last_error and the log's stream_error quoted them verbatim, so
+// an operator page showed another client's prompt. They now say the
+// upstream's status, type and code, or the proxy's own words.
+func TestLastErrorHoldsNoRequestText(t *testing.T) {
+	const private = "078-05-1120"
+	prompt := "my SSN is " + private
+	echo := func(status int, typ, code string) http.HandlerFunc {
+		return statusHandler(status, fmt.Sprintf(`{"error":{"message":"could not process 'my SSN is %s'","type":%q,"param":"messages","code":%q}}`, private, typ, code))
+	}
+	// a fails with a 500, b rejects the request (returned at once): m1.
+	a := newFake(t, echo(500, "server_error", "engine_error"))
+	b := newFake(t, echo(400, "invalid_request_error", "invalid_value"))
+	// c answers 200 with an error object: m2.
+	c := newFake(t, echo(200, "server_error", "moderation_failed"))
+	// d sends one event, then an in-band error: m3.
+	d := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, chunk("m3", "Hel", ""))
+		w.(http.Flusher).Flush()
+		fmt.Fprintf(w, "data: {\"error\":{\"message\":\"flagged: my SSN is %s\",\"type\":\"server_error\",\"code\":\"content_filter\"}}\n\n", private)
+	})
+	// e refuses connections: m4.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String() + "/v1"
+	ln.Close()
+
+	cfg := testConfig("",
+		upstreamYAML("a", a.BaseURL(), "ka", 1, "    models: {m1: m1}\n"),
+		upstreamYAML("b", b.BaseURL(), "kb", 2, "    models: {m1: m1}\n"),
+		upstreamYAML("c", c.BaseURL(), "kc", 1, "    models: {m2: m2}\n"),
+		upstreamYAML("d", d.BaseURL(), "kd", 1, "    models: {m3: m3}\n"),
+		upstreamYAML("e", closed, "ke", 1, "    models: {m4: m4}\n"))
+	cfg = strings.Replace(cfg, "log_level: debug", "log_level: info", 1) // the default level: debug may say more
+	p := startProxy(t, cfg)
+
+	body := func(model string, stream bool) string {
+		return fmt.Sprintf(`{"model":%q,"stream":%v,"messages":[{"role":"user","content":%q}]}`, model, stream, prompt)
+	}
+	for _, tc := range []struct {
+		model  string
+		stream bool
+		status int
+	}{{"m1", false, 400}, {"m2", false, 502}, {"m3", true, 200}, {"m4", false, 502}} {
+		r := post(t, p.URL, body(tc.model, tc.stream), noStore...)
+		readAll2(r)
+		if r.StatusCode != tc.status {
+			t.Errorf("%s: status %d, want %d", tc.model, r.StatusCode, tc.status)
+		}
+	}
+
+	want := map[string]string{
+		"a": "HTTP 500 server_error engine_error",
+		"b": "HTTP 400 invalid_request_error invalid_value",
+		"c": "in-band error server_error moderation_failed",
+		"d": "in-band error server_error content_filter",
+		"e": "connection refused",
+	}
+	var st obsStatus
+	var raw []byte
+	deadline := time.Now().Add(3 * time.Second) // a stream's end is recorded after its last byte
+	for {
+		st, raw = obsFetchStatus(t, p.Admin)
+		if u := st.upstream("d"); (u != nil && u.LastError != nil && *u.LastError != "") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for name, w := range want {
+		u := st.upstream(name)
+		if u == nil || u.LastError == nil || *u.LastError != w {
+			got := "<none>"
+			if u != nil && u.LastError != nil {
+				got = *u.LastError
+			}
+			t.Errorf("%s: last_error %q, want %q", name, got, w)
+		}
+	}
+	_, page := obsGetStatus(t, p.Admin, obsBrowserAccept)
+	if !p.WaitLog(`"stream_error"`) {
+		t.Errorf("no stream_error logged for d's in-band error")
+	}
+	for where, text := range map[string]string{"/status JSON": string(raw), "/status HTML": string(page), "log": p.Logs()} {
+		for _, s := range []string{private, "SSN", "could not process", "flagged"} {
+			if i := strings.Index(text, s); i >= 0 {
+				t.Errorf("%s quotes request text %q: ...%s...", where, s, text[max(i-150, 0):min(i+80, len(text))])
+			}
 		}
 	}
 }

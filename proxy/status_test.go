@@ -133,7 +133,7 @@ func TestStatusNegotiation(t *testing.T) {
 // TestStatusJSONFields pins the public field names of issue 5.
 func TestStatusJSONFields(t *testing.T) {
 	s, pol := newStatusServer(t)
-	observeAttempt(pol, "status_a", "m1", policy.Observation{Outcome: verdict.Failure, Status: 500, Err: "HTTP 500: boom"})
+	observeAttempt(pol, "status_a", "m1", policy.Observation{Outcome: verdict.Failure, Status: 500, Err: "HTTP 500 server_error"})
 	resp := getStatus(s, "application/json", "")
 	var rep map[string]any
 	if err := json.Unmarshal(resp.Body(), &rep); err != nil {
@@ -175,7 +175,7 @@ func TestStatusJSONFields(t *testing.T) {
 			t.Errorf("quota has no %q", k)
 		}
 	}
-	if a["name"] != "status_a" || a["provider"] != "groq" || a["configured"] != true || a["requests"] != 1.0 || a["failures"] != 1.0 || a["last_error"] != "HTTP 500: boom" {
+	if a["name"] != "status_a" || a["provider"] != "groq" || a["configured"] != true || a["requests"] != 1.0 || a["failures"] != 1.0 || a["last_error"] != "HTTP 500 server_error" {
 		t.Errorf("upstream a: %v", a)
 	}
 	if br, _ := a["breakers"].(map[string]any); br["m1"] != "closed" || br[policy.KeyBreaker] != "closed" {

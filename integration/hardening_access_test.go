@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -267,6 +269,51 @@ func TestCacheEntriesScopedPerInboundKey(t *testing.T) {
 		waitHit(t, p.URL, b1, with(asA, name...)...)
 		if code := onlyIfCached(t, p.URL, b1, with(asB, name...)...); code != 504 {
 			t.Errorf("with sharing on, B read A's X-Cache-Key entry: %d, want 504", code)
+		}
+	})
+}
+
+// TestClientMaxAgeCappedByCacheTTL: a client's Cache-Control: max-age
+// above cache.ttl used to store the answer for max-age, past the
+// operator's TTL; and an entry stored before a reload shortened cache.ttl
+// was served for the old TTL.
+func TestClientMaxAgeCappedByCacheTTL(t *testing.T) {
+	cacheBackends(t, func(t *testing.T, top string) {
+		up := newFake(t, okJSON("fresh"))
+		p := startProxy(t, testConfig(cacheSection(top, "  ttl: 1s\n"), upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+		body := `{"model":"m","messages":[{"role":"user","content":"long max-age"}]}`
+		readAll(t, post(t, p.URL, body, "Cache-Control", "max-age=3600"))
+		waitHit(t, p.URL, body, "Cache-Control", "only-if-cached, max-age=3600")
+		time.Sleep(1300 * time.Millisecond)
+		for _, cc := range []string{"only-if-cached, max-age=3600", "only-if-cached"} {
+			r := post(t, p.URL, body, "Cache-Control", cc)
+			b := readAll(t, r)
+			if r.StatusCode != 504 {
+				t.Errorf("Cache-Control %q 1.3 s after a store with cache.ttl 1s: %d %s (Age %q), want 504: %.100s",
+					cc, r.StatusCode, r.Header.Get("X-Cache"), r.Header.Get("Age"), b)
+			}
+		}
+	})
+
+	t.Run("reload shortens ttl", func(t *testing.T) {
+		up := newFake(t, okJSON("fresh"))
+		cfg := testConfig("cache:\n  ttl: 1h\n", upstreamYAML("one", up.BaseURL(), "k", 1, ""))
+		p := startProxy(t, cfg)
+		body := `{"model":"m","messages":[{"role":"user","content":"before reload"}]}`
+		readAll(t, post(t, p.URL, body))
+		waitHit(t, p.URL, body)
+		if err := os.WriteFile(p.cfgPath, []byte(strings.Replace(cfg, "ttl: 1h", "ttl: 1s", 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p.Signal(syscall.SIGHUP)
+		if !p.WaitLog(`"msg":"reloaded"`) {
+			t.Fatal("no reload logged")
+		}
+		time.Sleep(1100 * time.Millisecond)
+		r := post(t, p.URL, body, "Cache-Control", "only-if-cached")
+		readAll(t, r)
+		if r.StatusCode != 504 {
+			t.Errorf("an entry older than the reloaded cache.ttl: %d %s (Age %q), want 504", r.StatusCode, r.Header.Get("X-Cache"), r.Header.Get("Age"))
 		}
 	})
 }

@@ -117,6 +117,30 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
+func TestFreshness(t *testing.T) {
+	maxAge := func(d time.Duration) cacheControl { return cacheControl{hasMaxAge: true, maxAge: d} }
+	cases := []struct {
+		name               string
+		cc                 cacheControl
+		ttl                time.Duration
+		wantStore, wantAge time.Duration
+	}{
+		{"no max-age", cacheControl{}, time.Hour, time.Hour, time.Hour},
+		{"max-age below ttl", maxAge(time.Minute), time.Hour, time.Minute, time.Minute},
+		{"max-age equal to ttl", maxAge(time.Hour), time.Hour, time.Hour, time.Hour},
+		{"max-age above ttl is capped", maxAge(48 * time.Hour), time.Hour, time.Hour, time.Hour},
+		{"max-age above a 1s ttl", maxAge(3600 * time.Second), time.Second, time.Second, time.Second},
+		{"ttl 0 stores nothing", maxAge(time.Minute), 0, 0, 0},
+		{"ttl 0 without max-age", cacheControl{}, 0, 0, 0},
+	}
+	for _, tc := range cases {
+		store, age := freshness(tc.cc, tc.ttl)
+		if store != tc.wantStore || age != tc.wantAge {
+			t.Errorf("%s: store %v max-age %v, want %v %v", tc.name, store, age, tc.wantStore, tc.wantAge)
+		}
+	}
+}
+
 func TestScopedKey(t *testing.T) {
 	cases := []struct{ key, ns, scope, want string }{
 		{"switchyard:v1:abcd", "switchyard", "", "switchyard:v1:abcd"},

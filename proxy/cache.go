@@ -52,6 +52,20 @@ func parseCacheControl(h []byte) cacheControl {
 	return cc
 }
 
+// freshness returns the TTL an answer is stored with and the age past which
+// a cached entry is a miss (0: no limit): cache.ttl, or the client's
+// max-age when it asks for less. The operator's TTL caps every client's
+// request, on the way in and on the way out, so neither a large max-age
+// nor an entry stored before a reload shortened cache.ttl outlives it.
+// A ttl of 0 stores nothing.
+func freshness(cc cacheControl, ttl time.Duration) (storeTTL, maxAge time.Duration) {
+	storeTTL, maxAge = ttl, ttl
+	if cc.hasMaxAge && cc.maxAge < ttl {
+		storeTTL, maxAge = cc.maxAge, cc.maxAge
+	}
+	return storeTTL, maxAge
+}
+
 // scopedKey puts a client's scope (the id of its inbound key, see keyID)
 // into a cache key made with namespace ns, after the namespace:
 // "<ns>:<scope>:v1:<hash>". Coalescing follows, since flights are keyed
@@ -95,10 +109,7 @@ func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
 		}
 		c.key = key
 	}
-	c.ttl = c.st.cfg.Cache.TTL
-	if cc.hasMaxAge {
-		c.ttl, c.maxAge = cc.maxAge, cc.maxAge
-	}
+	c.ttl, c.maxAge = freshness(cc, c.st.cfg.Cache.TTL)
 	if cc.noCache || (cc.hasMaxAge && cc.maxAge == 0) {
 		s.countCache(c, cacheBypass)
 		return false

@@ -5,7 +5,9 @@ package integration
 // long an entry may live, and where an echoed key may surface.
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -316,4 +318,84 @@ func TestClientMaxAgeCappedByCacheTTL(t *testing.T) {
 			t.Errorf("an entry older than the reloaded cache.ttl: %d %s (Age %q), want 504", r.StatusCode, r.Header.Get("X-Cache"), r.Header.Get("Age"))
 		}
 	})
+}
+
+// TestKeyEchoedIn200NotLeaked: an upstream that echoes its key inside a
+// 200 answer (a debugging proxy, a misconfigured gateway) had it relayed
+// and cached; error bodies were already scrubbed. Success bodies and
+// stream events are scrubbed now too, and each echo is counted.
+func TestKeyEchoedIn200NotLeaked(t *testing.T) {
+	const key = "sk-echo-SECRET-1234abcd"
+	plain := okJSON("your key is " + key)
+	stream := sseHandler(streamScript{words: []string{key, " and again ", key}, usage: true})
+	up := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if bytes.Contains(body, []byte(`"stream":true`)) && !bytes.Contains(body, []byte("as-json")) {
+			stream(w, r)
+			return
+		}
+		plain(w, r)
+	})
+	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), key, 1, "")))
+
+	for _, tc := range []struct{ name, body string }{
+		{"plain", `{"model":"m","messages":[{"role":"user","content":"echo plain"}]}`},
+		{"stream", `{"model":"m","stream":true,"messages":[{"role":"user","content":"echo stream"}]}`},
+		{"stream answered as JSON", `{"model":"m","stream":true,"messages":[{"role":"user","content":"as-json"}]}`},
+	} {
+		r := post(t, p.URL, tc.body)
+		b := readAll(t, r)
+		if r.StatusCode != 200 || strings.Contains(string(b), key) || !strings.Contains(string(b), "[redacted]") {
+			t.Errorf("%s: status %d, body %.300q: want 200 with the key redacted", tc.name, r.StatusCode, b)
+		}
+		_, hit := waitHit(t, p.URL, tc.body)
+		if strings.Contains(string(hit), key) || !strings.Contains(string(hit), "[redacted]") {
+			t.Errorf("%s: the cached answer %.300q keeps the key", tc.name, hit)
+		}
+	}
+	m, text := obsMetrics(t, p.Admin)
+	if got := m.get("switchyard_secret_echo_total"); got < 3 {
+		t.Errorf("switchyard_secret_echo_total = %v, want >= 3", got)
+	}
+	if strings.Contains(text, key) || strings.Contains(p.Logs(), key) {
+		t.Error("the key is in /metrics or the log")
+	}
+}
+
+// TestKeyEchoInErrorBodiesRedacted holds what already worked: an upstream
+// that puts its key in a 400 (returned at once) or a 500 (relayed when it
+// is the last failure) error message never shows it to the client, in
+// /status or in the log.
+func TestKeyEchoInErrorBodiesRedacted(t *testing.T) {
+	const key = "sk-errecho-SECRET-5678efgh"
+	up := newFake(t, nil)
+	// Six 5xx in a row must not open the breaker: every answer here is relayed.
+	cfg := strings.Replace(testConfig("", upstreamYAML("one", up.BaseURL(), key, 1, "")), "failure_threshold: 3", "failure_threshold: 100", 1)
+	p := startProxy(t, cfg)
+	for _, tc := range []struct {
+		status int
+		body   string
+	}{
+		{400, `{"error":{"message":"Invalid key format: ` + key + `","type":"invalid_request_error","param":null,"code":"invalid_value"}}`},
+		{500, `{"error":{"message":"backend rejected ` + key + ` while serving","type":"server_error","param":null,"code":null}}`},
+		{500, `{"error":"internal error for ` + key + `"}`},
+	} {
+		up.SetHandler(statusHandler(tc.status, tc.body))
+		for _, stream := range []bool{false, true} {
+			r := post(t, p.URL, fmt.Sprintf(`{"model":"m","stream":%v,"messages":[{"role":"user","content":"q"}]}`, stream), noStore...)
+			b := readAll(t, r)
+			if r.StatusCode != tc.status || strings.Contains(string(b), key) || strings.Contains(fmt.Sprint(r.Header), key) {
+				t.Errorf("%d (stream %v): status %d, body %s", tc.status, stream, r.StatusCode, b)
+				continue
+			}
+			if msg, _, _ := apiErr(t, b); !strings.Contains(msg, "[redacted]") {
+				t.Errorf("%d (stream %v): message %q, want the key as [redacted]", tc.status, stream, msg)
+			}
+		}
+	}
+	_, st := obsFetchStatus(t, p.Admin)
+	if strings.Contains(string(st), key) || strings.Contains(p.Logs(), key) {
+		t.Error("the key is in /status or the log")
+	}
 }

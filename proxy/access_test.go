@@ -26,10 +26,8 @@ const private = "my SSN is 078-05-1120"
 
 type timeoutErr struct{}
 
-func (timeoutErr) Error() string { return "i/o timeout reading " + private }
-
-func (timeoutErr) Timeout() bool { return true }
-
+func (timeoutErr) Error() string   { return "i/o timeout reading " + private }
+func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return true }
 
 func TestErrSummary(t *testing.T) {
@@ -207,5 +205,25 @@ func TestAuthorizedScope(t *testing.T) {
 	var ctx fasthttp.RequestCtx
 	if scope, ok := s.authorized(&ctx, &state{}); scope != "" || !ok {
 		t.Errorf("no auth.keys: %q %v", scope, ok)
+	}
+}
+
+func TestScrubAnswer(t *testing.T) {
+	st := &state{secrets: []string{"sk-SECRET-key-1234"}}
+	clean := []byte(`{"choices":[{"message":{"content":"hello"}}]}`)
+	before := secretEchoTotal.Get()
+	if got := st.scrubAnswer(clean); &got[0] != &clean[0] || secretEchoTotal.Get() != before {
+		t.Errorf("a clean answer was copied or counted")
+	}
+	echo := []byte(`{"choices":[{"message":{"content":"your key is sk-SECRET-key-1234"}}]}`)
+	got := st.scrubAnswer(echo)
+	if string(got) != `{"choices":[{"message":{"content":"your key is [redacted]"}}]}` || secretEchoTotal.Get() != before+1 {
+		t.Errorf("scrubbed %s, counter +%d", got, secretEchoTotal.Get()-before)
+	}
+	if string(echo) != `{"choices":[{"message":{"content":"your key is sk-SECRET-key-1234"}}]}` {
+		t.Errorf("the upstream's buffer was modified: %s", echo)
+	}
+	if got := (&state{}).scrubAnswer(nil); got != nil {
+		t.Errorf("nil: %q", got)
 	}
 }

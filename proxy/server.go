@@ -97,6 +97,19 @@ func (st *state) redactBytes(b []byte) []byte {
 	return b
 }
 
+// scrubAnswer is redactBytes for a successful answer or stream event: an
+// upstream that echoes its key in a 200 (a debugging gateway, a model
+// repeating a header it was shown) must not hand it to the client or the
+// cache. Each scrubbed answer is counted (switchyard_secret_echo_total).
+// It returns b itself when no key is in it.
+func (st *state) scrubAnswer(b []byte) []byte {
+	out := st.redactBytes(b)
+	if len(b) > 0 && &out[0] != &b[0] { // redactBytes copies only when it replaced something
+		secretEchoTotal.Inc()
+	}
+	return out
+}
+
 // policyNeedsChars reports whether the named upstream's quota is counted in
 // characters, so streams must count the characters they relay.
 func (st *state) policyNeedsChars(name string) bool { return st.charsUnit[name] }

@@ -217,6 +217,15 @@ type Cache struct {
 	// when Memcached is set and NearMaxBytes is not 0. Default 10s; must be
 	// positive.
 	NearTTL time.Duration `yaml:"near_ttl"`
+	// SharedAcrossKeys lets clients with different auth.keys share the
+	// entries of identical request bodies. Default false: with auth.keys
+	// set, every entry is scoped to the inbound key that stored it (a
+	// hash of the key is part of the cache key), so one client can
+	// neither read another's answers nor learn from Age when it asked.
+	// Entries named by X-Cache-Key stay scoped per key either way. Without
+	// auth.keys there is one scope and it has no effect. Risk when true:
+	// a client learns that another asked the same question, and when.
+	SharedAcrossKeys bool `yaml:"shared_across_keys"`
 }
 
 // Breaker configures the per-deployment circuit breakers.

@@ -42,6 +42,7 @@ cache:
   max_item_bytes: 2048
   near_max_bytes: 4194304
   near_ttl: 2s
+  shared_across_keys: true
 breaker: {failure_threshold: 3, delay: 30s, success_threshold: 2}
 routing:
   weights: {health: 0.5, quota: 0.25, latency: 0.25}
@@ -105,6 +106,8 @@ func TestParseGood(t *testing.T) {
 			MaxItemBytes: 2048,
 			NearMaxBytes: 4 << 20,
 			NearTTL:      2 * time.Second,
+
+			SharedAcrossKeys: true,
 		},
 		Breaker:   Breaker{FailureThreshold: 3, Delay: 30 * time.Second, SuccessThreshold: 2},
 		Routing:   Routing{Weights: Weights{Health: 0.5, Quota: 0.25, Latency: 0.25}},
@@ -263,6 +266,7 @@ func TestParseFailureClosure(t *testing.T) {
 		{"near_ttl zero", "cache: {memcached: ['m:11211'], near_ttl: 0s}\n" + withUpstream(""), []string{"cache.near_ttl: must be positive"}},
 		{"near_ttl negative", "cache: {memcached: ['m:11211'], near_ttl: -1s}\n" + withUpstream(""), []string{"cache.near_ttl: must be positive"}},
 		{"near_ttl not a duration", "cache: {near_ttl: 10}\n" + withUpstream(""), []string{"cache.near_ttl: must be a duration"}},
+		{"shared_across_keys not a bool", "cache: {shared_across_keys: 1}\n" + withUpstream(""), []string{"cache.shared_across_keys: must be true or false"}},
 		{"breaker failure_threshold", "breaker: {failure_threshold: 0}\n" + withUpstream(""), []string{"breaker.failure_threshold: must be at least 1"}},
 		{"breaker success_threshold", "breaker: {success_threshold: 0}\n" + withUpstream(""), []string{"breaker.success_threshold: must be at least 1"}},
 		{"breaker delay", "breaker: {delay: 0s}\n" + withUpstream(""), []string{"breaker.delay: must be positive"}},

@@ -489,7 +489,7 @@ func TestObservabilityCountsAndStates(t *testing.T) {
 			check(ua.Provider == "openai" && ua.Priority == 1 && ua.Configured, "a: %+v", *ua)
 			check(ua.Breaker == "open" && ua.Breakers["obs-model"] == "open" && ua.Breakers["(key)"] == "closed", "a breaker %q breakers %v", ua.Breaker, ua.Breakers)
 			check(ua.Requests == 3 && ua.Failures == 3, "a requests %d failures %d, want 3 3", ua.Requests, ua.Failures)
-			check(ua.LastError != nil && strings.Contains(*ua.LastError, "HTTP 500: a is down"), "a last_error %v", ua.LastError)
+			check(ua.LastError != nil && *ua.LastError == "HTTP 500 server_error", "a last_error %v", ua.LastError)
 			check(ua.Components.Health == 0 && ua.Score < ub.Score, "a health %v score %v (b %v)", ua.Components.Health, ua.Score, ub.Score)
 			check(ub.Breaker == "closed" && ub.Breakers["obs-model"] == "closed", "b breaker %q %v", ub.Breaker, ub.Breakers)
 			check(ub.Requests == int64(served) && ub.Failures == 0, "b requests %d failures %d, want %d 0", ub.Requests, ub.Failures, served)
@@ -507,7 +507,7 @@ func TestObservabilityCountsAndStates(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 			t.Fatalf("HTML /status: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 		}
-		for _, want := range []string{"<table", "<td>a</td>", "<td>b</td>", `class="open">open</span>`, "HTTP 500: a is down", "obs-model"} {
+		for _, want := range []string{"<table", "<td>a</td>", "<td>b</td>", `class="open">open</span>`, "HTTP 500 server_error", "obs-model"} {
 			if !strings.Contains(string(page), want) {
 				t.Errorf("HTML /status lacks %q", want)
 			}
@@ -597,15 +597,17 @@ func TestSecretsNeverExposed(t *testing.T) {
 		t.Fatalf("hf's key from the environment did not reach it: %q", got)
 	}
 
-	_, metricsText := obsMetrics(t, p.Admin)
-	_, statusJSON := obsFetchStatus(t, p.Admin)
-	_, statusHTML := obsGetStatus(t, p.Admin, obsBrowserAccept)
+	// No admin_listen: /metrics and /status are on the API listener, and
+	// need the inbound key.
+	_, metricsText := getWith(t, p.URL, "/metrics", "Bearer "+inbound)
+	_, statusJSON := getWith(t, p.URL, "/status", "Bearer "+inbound)
+	_, statusHTML := getWith(t, p.URL, "/status?format=html", "Bearer "+inbound)
 	if !strings.Contains(string(statusHTML), "<table") {
 		t.Fatalf("no HTML /status: %.200s", statusHTML)
 	}
 	places := map[string]string{
 		"logs":          p.Logs(),
-		"/metrics":      metricsText,
+		"/metrics":      string(metricsText),
 		"/status JSON":  string(statusJSON),
 		"/status HTML":  string(statusHTML),
 		"API responses": seen.String(),
@@ -617,9 +619,15 @@ func TestSecretsNeverExposed(t *testing.T) {
 			}
 		}
 	}
-	// The failures are visible, just without keys.
-	if !strings.Contains(string(statusJSON), "Incorrect API key provided: sk-test-****1111") {
+	// The failures are visible, as the upstream's status, type and code:
+	// never its message, which can quote a client's request.
+	if !strings.Contains(string(statusJSON), `"last_error": "HTTP 401 invalid_request_error invalid_api_key"`) {
 		t.Errorf("k1's last_error is not in /status: %s", statusJSON)
+	}
+	for _, msg := range []string{"Incorrect API key provided", "sk-test-****1111", "c failed too"} {
+		if strings.Contains(string(statusJSON), msg) || strings.Contains(string(statusHTML), msg) {
+			t.Errorf("/status quotes an upstream's message %q", msg)
+		}
 	}
 }
 

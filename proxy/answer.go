@@ -76,13 +76,15 @@ func setUpstreamHeaders(ctx *fasthttp.RequestCtx, u *upstream.Client, resp *upst
 	ctx.Response.Header.Set("X-Upstream", u.Name)
 }
 
-// answerPlain relays a successful plain answer; the finish stores it.
+// answerPlain relays a successful plain answer, any configured key in it
+// redacted; the finish stores it.
 func (s *Server) answerPlain(ctx *fasthttp.RequestCtx, c *call, r *attemptResult) {
 	ctx.SetStatusCode(r.resp.Status)
 	setUpstreamHeaders(ctx, r.u, r.resp)
 	ctx.Response.Header.Set("X-Cache", c.xcache)
-	ctx.Response.SetBodyRaw(r.resp.Body) // ours (upstream.Do read it into its own buffer): no copy
-	s.finish(c, r, outcomeResult{status: r.resp.Status, entry: r.resp.Body, stream: false,
+	body := c.st.scrubAnswer(r.resp.Body) // a copy only when it held a key
+	ctx.Response.SetBodyRaw(body)         // ours (upstream.Do read it into its own buffer): no copy
+	s.finish(c, r, outcomeResult{status: r.resp.Status, entry: body, stream: false,
 		contentType: r.resp.Header("Content-Type"), cacheable: r.resp.Status == fasthttp.StatusOK})
 }
 

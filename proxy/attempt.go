@@ -213,38 +213,3 @@ func nonNil(b []byte) []byte {
 	}
 	return b
 }
-
-// inBandError is the error of an answer that carried an error in-band,
-// for logs: the upstream's message, or else the data itself, cut short.
-func inBandError(upstreamName string, data []byte) error {
-	e, _ := openai.ParseError(data)
-	msg := e.Message
-	switch {
-	case msg != "":
-	case len(data) == 0:
-		msg = "event: error"
-	default:
-		msg = string(data)
-	}
-	return fmt.Errorf("upstream %s: %w: %s", upstreamName, errInBandError, truncate(msg, 300))
-}
-
-// describe says why an attempt failed, for the log and /status, with any
-// upstream key an upstream echoed scrubbed: the upstream's own message
-// when it sent one.
-func (st *state) describe(r *attemptResult) string {
-	if r.err != nil {
-		return st.redact(r.err.Error())
-	}
-	if r.resp == nil {
-		return r.v.Reason
-	}
-	msg := r.v.Message
-	if e, ok := openai.ParseError(r.resp.Body); ok && e.Message != "" {
-		msg = e.Message
-	}
-	if msg == "" {
-		return fmt.Sprintf("HTTP %d", r.resp.Status)
-	}
-	return fmt.Sprintf("HTTP %d: %s", r.resp.Status, st.redact(truncate(msg, 300)))
-}

@@ -52,6 +52,33 @@ func parseCacheControl(h []byte) cacheControl {
 	return cc
 }
 
+// freshness returns the TTL an answer is stored with and the age past which
+// a cached entry is a miss (0: no limit): cache.ttl, or the client's
+// max-age when it asks for less. The operator's TTL caps every client's
+// request, on the way in and on the way out, so neither a large max-age
+// nor an entry stored before a reload shortened cache.ttl outlives it.
+// A ttl of 0 stores nothing.
+func freshness(cc cacheControl, ttl time.Duration) (storeTTL, maxAge time.Duration) {
+	storeTTL, maxAge = ttl, ttl
+	if cc.hasMaxAge && cc.maxAge < ttl {
+		storeTTL, maxAge = cc.maxAge, cc.maxAge
+	}
+	return storeTTL, maxAge
+}
+
+// scopedKey puts a client's scope (the id of its inbound key, see keyID)
+// into a cache key made with namespace ns, after the namespace:
+// "<ns>:<scope>:v1:<hash>". Coalescing follows, since flights are keyed
+// by the cache key. An empty scope (no auth.keys) or key returns key as it
+// is. The scope is hex, so a scoped key never equals an unscoped one, nor
+// a quota counter ("<ns>:v1:quota:…").
+func scopedKey(key, ns, scope string) string {
+	if scope == "" || len(key) <= len(ns) || key[:len(ns)] != ns {
+		return key
+	}
+	return ns + ":" + scope + key[len(ns):]
+}
+
 // serveFromCache derives the request's cache key and answers from the cache
 // or from an identical request in flight. It returns false when the request
 // must go upstream; c.key is then set when the answer is to be stored, and
@@ -68,19 +95,21 @@ func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
 	}
 	ns := c.st.cfg.Cache.Namespace
 	if custom := ctx.Request.Header.Peek("X-Cache-Key"); len(custom) > 0 {
-		c.key = cachekey.FromText(ns, string(custom))
+		// A name is the client's own, even when bodies are shared: another
+		// client must not read or overwrite it.
+		c.key = scopedKey(cachekey.FromText(ns, string(custom)), ns, c.scope)
 	} else {
 		key, err := s.keys.Derive(ns, c.body)
 		if err != nil { // encoding/json accepted what the canonicalizer refuses: duplicate keys, invalid UTF-8, lone surrogates, depth
 			s.countCache(c, cacheBypass)
 			return false
 		}
+		if !c.st.cfg.Cache.SharedAcrossKeys {
+			key = scopedKey(key, ns, c.scope)
+		}
 		c.key = key
 	}
-	c.ttl = c.st.cfg.Cache.TTL
-	if cc.hasMaxAge {
-		c.ttl, c.maxAge = cc.maxAge, cc.maxAge
-	}
+	c.ttl, c.maxAge = freshness(cc, c.st.cfg.Cache.TTL)
 	if cc.noCache || (cc.hasMaxAge && cc.maxAge == 0) {
 		s.countCache(c, cacheBypass)
 		return false

@@ -31,6 +31,7 @@ type call struct {
 	header    *fasthttp.RequestHeader
 	complete  bool   // stream commit mode "complete"
 	key       string // cache key; "" = not cached
+	scope     string // the client's inbound key id ("" without auth.keys): its cache scope
 	ttl       time.Duration
 	maxAge    time.Duration // >0: cached entries older than this are misses
 	xcache    string
@@ -59,9 +60,11 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
 		}
 	}()
 
-	if !s.authorized(ctx) {
+	scope, ok := s.authorized(ctx, st)
+	if !ok {
 		return
 	}
+	c.scope = scope
 	if ct := ctx.Request.Header.ContentType(); len(ct) > 0 && !isJSONType(ct) {
 		writeError(ctx, fasthttp.StatusUnsupportedMediaType, "Content-Type must be application/json", typeInvalidRequest, "", codeContentType)
 		return

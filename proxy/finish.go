@@ -59,7 +59,8 @@ func (s *Server) endStream(c *call, r *attemptResult, o *outcomeResult) (string,
 	ob := policy.Observation{Outcome: verdict.OK, Status: r.resp.Status, Latency: r.ttft,
 		Usage: policy.Usage(o.usage), Chars: o.chars, RateLimit: r.resp.RateLimit, Cooldown: r.v.Cooldown}
 	if o.streamErr != nil {
-		msg := c.st.redact(o.streamErr.Error())
+		msg := c.st.describeErr(r.u.Name, o.streamErr)
+		s.logAttemptDetail(c, r, msg, o.streamErr)
 		ob.Err = msg
 		pol.StreamFailed(r.u.Name, r.model, r.deferred, ob)
 		label := "error"
@@ -111,12 +112,25 @@ func (s *Server) observe(c *call, r *attemptResult) {
 	}
 	if r.v.Outcome != verdict.OK {
 		ob.Err = c.st.describe(r)
+		s.logAttemptDetail(c, r, ob.Err, r.err)
 	}
 	m.outcomes[outcomeLabel(r)].Inc()
 	m.promptTokens.Add(int(ob.Usage.PromptTokens))
 	m.completionTokens.Add(int(ob.Usage.CompletionTokens))
 	c.usage = openai.Usage(ob.Usage)
 	c.st.policy.Observe(u.Name, r.model, ob)
+}
+
+// logAttemptDetail writes, at debug level only, what the upstream itself
+// said of a failed attempt (keys redacted): its message can quote the
+// request, so /status and the info log carry only summary (describe).
+func (s *Server) logAttemptDetail(c *call, r *attemptResult, summary string, err error) {
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	s.log.LogAttrs(context.Background(), slog.LevelDebug, "attempt failed",
+		slog.String("request_id", c.rid), slog.String("upstream", r.u.Name),
+		slog.String("error", summary), slog.String("upstream_detail", c.st.redact(upstreamDetail(r, err))))
 }
 
 // outcomeLabel is the attempt's switchyard_upstream_requests_total outcome.

@@ -36,6 +36,9 @@ var (
 	invalidSSETotal = metrics.NewCounter(`switchyard_sse_invalid_events_total`)
 	panicsTotal     = metrics.NewCounter(`switchyard_panics_total`)
 	cacheStoreDrops = metrics.NewCounter(`switchyard_cache_store_dropped_total`)
+	// secretEchoTotal counts 2xx answers (plain bodies, stream events)
+	// in which a configured key was found and replaced with [redacted].
+	secretEchoTotal = metrics.NewCounter(`switchyard_secret_echo_total`)
 	inflight        = metrics.NewGauge(`switchyard_requests_in_flight`, nil)
 
 	cacheResults = map[string]*metrics.Counter{

@@ -103,16 +103,17 @@ func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, r *attemptResult)
 // answerConverted serves a plain JSON answer to a stream request as the
 // stream it stands for (the cache's conversion).
 func (s *Server) answerConverted(ctx *fasthttp.RequestCtx, c *call, r *attemptResult) bool {
-	stream, err := openai.CompletionToStream(r.resp.Body, c.req.IncludeUsage)
+	body := c.st.scrubAnswer(r.resp.Body)
+	stream, err := openai.CompletionToStream(body, c.req.IncludeUsage)
 	if err != nil {
 		// Not a chat.completion: relay what the upstream said.
-		ctx.SetBody(r.resp.Body)
+		ctx.SetBody(body)
 		s.finish(c, r, outcomeResult{status: r.resp.Status})
 		return false
 	}
 	ctx.Response.Header.SetContentType("text/event-stream")
 	ctx.SetBody(stream)
-	s.finish(c, r, outcomeResult{status: r.resp.Status, entry: r.resp.Body, contentType: "application/json",
+	s.finish(c, r, outcomeResult{status: r.resp.Status, entry: body, contentType: "application/json",
 		cacheable: r.resp.Status == fasthttp.StatusOK})
 	return false
 }
@@ -243,6 +244,9 @@ func (r *relay) next() []byte {
 			return r.end(err)
 		}
 	}
+	// A key the upstream echoed goes neither to the client nor to the
+	// cache; a scrubbed event is a copy, so it outlives the stream.
+	raw = r.c.st.scrubAnswer(raw)
 	ev := openai.ReadEvent(raw)
 	switch {
 	case ev.Failed():
@@ -251,7 +255,7 @@ func (r *relay) next() []byte {
 		r.streamErr = inBandError(r.r.u.Name, ev.Data)
 		r.abort = errInBandError
 		r.closeUpstream(errInBandError)
-		return r.c.st.redactBytes(raw) // a copy whenever it changes, so it outlives the stream
+		return raw // any echoed key already scrubbed
 	case !ev.IsData:
 		return raw // a comment or keep-alive: relayed, not stored
 	case ev.Done:

@@ -10,6 +10,7 @@ package proxy
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
@@ -77,6 +78,7 @@ type state struct {
 	byName    map[string]*upstream.Client
 	policy    *policy.Policy
 	authKeys  [][]byte
+	keyIDs    []string        // keyIDs[i] names authKeys[i] in cache keys: a hash, never the key
 	models    []byte          // the /v1/models answer
 	charsUnit map[string]bool // upstreams whose quota counts characters
 	secrets   []string        // upstream and inbound keys (8+ chars), scrubbed from anything an upstream says
@@ -101,6 +103,19 @@ func (st *state) redactBytes(b []byte) []byte {
 		}
 	}
 	return b
+}
+
+// scrubAnswer is redactBytes for a successful answer or stream event: an
+// upstream that echoes its key in a 200 (a debugging gateway, a model
+// repeating a header it was shown) must not hand it to the client or the
+// cache. Each scrubbed answer is counted (switchyard_secret_echo_total).
+// It returns b itself when no key is in it.
+func (st *state) scrubAnswer(b []byte) []byte {
+	out := st.redactBytes(b)
+	if len(b) > 0 && &out[0] != &b[0] { // redactBytes copies only when it replaced something
+		secretEchoTotal.Inc()
+	}
+	return out
 }
 
 // policyNeedsChars reports whether the named upstream's quota is counted in
@@ -187,6 +202,7 @@ func (s *Server) swap(cfg config.Config, ups []*upstream.Client, p *policy.Polic
 	}
 	for _, k := range cfg.Auth.Keys {
 		st.authKeys = append(st.authKeys, []byte(k))
+		st.keyIDs = append(st.keyIDs, keyID(k))
 		if len(k) >= 8 {
 			st.secrets = append(st.secrets, k)
 		}
@@ -244,11 +260,12 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 			s.methodNotAllowed(ctx, "GET")
 			return
 		}
-		if !s.authorized(ctx) {
+		st := s.st.Load()
+		if _, ok := s.authorized(ctx, st); !ok {
 			return
 		}
 		ctx.Response.Header.SetContentType("application/json")
-		ctx.SetBody(s.st.Load().models)
+		ctx.SetBody(st.models)
 	case string(path) == "/healthz":
 		route = routeHealthz
 		if !ctx.IsGet() && !ctx.IsHead() {
@@ -268,12 +285,18 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 			s.methodNotAllowed(ctx, "GET")
 			return
 		}
+		if withAPI && !s.operatorAllowed(ctx) {
+			return
+		}
 		ctx.Response.Header.SetContentType("text/plain; version=0.0.4; charset=utf-8")
 		metrics.WritePrometheus(ctx, true)
 	case withAdmin && string(path) == "/status":
 		route = routeStatus
 		if !ctx.IsGet() {
 			s.methodNotAllowed(ctx, "GET")
+			return
+		}
+		if withAPI && !s.operatorAllowed(ctx) {
 			return
 		}
 		s.handleStatus(ctx)
@@ -287,28 +310,47 @@ func (s *Server) methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
 	writeError(ctx, fasthttp.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed here; use %s", truncate(string(ctx.Method()), 20), allow), typeInvalidRequest, "", codeMethod)
 }
 
-// authorized checks inbound auth (auth.keys) in constant time and answers
-// 401 itself when it fails.
-func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
-	keys := s.st.Load().authKeys
-	if len(keys) == 0 {
-		return true
+// authorized checks inbound auth (st's auth.keys) and answers 401 itself
+// when it fails. It returns the id of the key the client sent ("" without
+// auth.keys), which scopes the client's cache entries. Every key is
+// compared, in constant time, whichever matches.
+func (s *Server) authorized(ctx *fasthttp.RequestCtx, st *state) (scope string, ok bool) {
+	if len(st.authKeys) == 0 {
+		return "", true
 	}
 	h := ctx.Request.Header.Peek("Authorization")
 	const prefix = "Bearer "
 	if len(h) > len(prefix) && bytes.EqualFold(h[:len(prefix)], []byte(prefix)) {
 		tok := h[len(prefix):]
-		ok := 0
-		for _, k := range keys {
-			ok |= subtle.ConstantTimeCompare(tok, k)
+		match := -1
+		for i, k := range st.authKeys {
+			match = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(tok, k), i, match)
 		}
-		if ok == 1 {
-			return true
+		if match >= 0 {
+			return st.keyIDs[match], true
 		}
 	}
 	ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="switchyard"`)
 	writeError(ctx, fasthttp.StatusUnauthorized, "invalid or missing API key in Authorization: Bearer", typeAuth, "", codeInvalidAPIKey)
-	return false
+	return "", false
+}
+
+// operatorAllowed guards /status and /metrics on the API listener: with
+// auth.keys set they need a valid key like the API, since /status names
+// every upstream and its failures. On admin_listen they stay open: that
+// address is the operator's. It answers 401 itself when it fails.
+func (s *Server) operatorAllowed(ctx *fasthttp.RequestCtx) bool {
+	_, ok := s.authorized(ctx, s.st.Load())
+	return ok
+}
+
+// keyID names an inbound key in cache keys: the first 8 bytes of a
+// domain-separated SHA-256 of it, in hex. It is stable across replicas
+// and restarts (replicas sharing memcached share each client's entries)
+// and never the key itself.
+func keyID(key string) string {
+	sum := sha256.Sum256([]byte("switchyard inbound key\x00" + key))
+	return hex.EncodeToString(sum[:8])
 }
 
 // ErrorHandler answers fasthttp's own request errors (body too large,

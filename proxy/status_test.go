@@ -19,7 +19,7 @@ import (
 func newStatusServer(t *testing.T) (*Server, *policy.Policy) {
 	t.Helper()
 	cfg := config.Default()
-	cfg.Auth.Keys = []string{"inbound-SECRET-token-1"}
+	cfg.Auth.Keys = []string{"other-inbound-key-0", statusToken}
 	cfg.Upstreams = []config.Upstream{
 		{Name: "status_a", Provider: "groq", BaseURL: "http://127.0.0.1:1/v1", APIKey: "sk-unit-SECRET-aaaa1111", Priority: 1,
 			Quota: config.Quota{Limit: 100, Unit: config.UnitRequests, Period: config.PeriodDay}},
@@ -55,9 +55,14 @@ func observeAttempt(pol *policy.Policy, name, model string, ob policy.Observatio
 	})
 }
 
+// statusToken is newStatusServer's inbound key: /status on the API
+// listener needs it.
+const statusToken = "inbound-SECRET-token-1"
+
 func getStatus(s *Server, accept, query string) *fasthttp.Response {
 	var ctx fasthttp.RequestCtx
 	ctx.Request.Header.SetMethod("GET")
+	ctx.Request.Header.Set("Authorization", "Bearer "+statusToken)
 	uri := "/status"
 	if query != "" {
 		uri += "?" + query
@@ -128,7 +133,7 @@ func TestStatusNegotiation(t *testing.T) {
 // TestStatusJSONFields pins the public field names of issue 5.
 func TestStatusJSONFields(t *testing.T) {
 	s, pol := newStatusServer(t)
-	observeAttempt(pol, "status_a", "m1", policy.Observation{Outcome: verdict.Failure, Status: 500, Err: "HTTP 500: boom"})
+	observeAttempt(pol, "status_a", "m1", policy.Observation{Outcome: verdict.Failure, Status: 500, Err: "HTTP 500 server_error"})
 	resp := getStatus(s, "application/json", "")
 	var rep map[string]any
 	if err := json.Unmarshal(resp.Body(), &rep); err != nil {
@@ -170,7 +175,7 @@ func TestStatusJSONFields(t *testing.T) {
 			t.Errorf("quota has no %q", k)
 		}
 	}
-	if a["name"] != "status_a" || a["provider"] != "groq" || a["configured"] != true || a["requests"] != 1.0 || a["failures"] != 1.0 || a["last_error"] != "HTTP 500: boom" {
+	if a["name"] != "status_a" || a["provider"] != "groq" || a["configured"] != true || a["requests"] != 1.0 || a["failures"] != 1.0 || a["last_error"] != "HTTP 500 server_error" {
 		t.Errorf("upstream a: %v", a)
 	}
 	if br, _ := a["breakers"].(map[string]any); br["m1"] != "closed" || br[policy.KeyBreaker] != "closed" {
@@ -230,6 +235,50 @@ func TestStatusOnlyWithAdmin(t *testing.T) {
 		s.AdminHandler()(&admin)
 		if admin.Response.StatusCode() != 200 {
 			t.Errorf("%s on the admin listener: %d", path, admin.Response.StatusCode())
+		}
+	}
+}
+
+// TestStatusAndMetricsAuth: with auth.keys, /status and /metrics on
+// the API listener need a key; the admin listener and /healthz need none.
+func TestStatusAndMetricsAuth(t *testing.T) {
+	s, _ := newStatusServer(t)
+	serve := func(h fasthttp.RequestHandler, path, auth string) int {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod("GET")
+		ctx.Request.SetRequestURI(path)
+		if auth != "" {
+			ctx.Request.Header.Set("Authorization", auth)
+		}
+		h(&ctx)
+		return ctx.Response.StatusCode()
+	}
+	cases := []struct {
+		name, path, auth string
+		admin            bool
+		want             int
+	}{
+		{"status no key", "/status", "", false, 401},
+		{"status wrong key", "/status", "Bearer inbound-SECRET-token-2", false, 401},
+		{"status key prefix", "/status", "Bearer inbound-SECRET-token-", false, 401},
+		{"status basic", "/status", "Basic " + statusToken, false, 401},
+		{"status key", "/status", "Bearer " + statusToken, false, 200},
+		{"status other key", "/status", "Bearer other-inbound-key-0", false, 200},
+		{"status lower-case scheme", "/status", "bearer " + statusToken, false, 200},
+		{"metrics no key", "/metrics", "", false, 401},
+		{"metrics key", "/metrics", "Bearer " + statusToken, false, 200},
+		{"healthz no key", "/healthz", "", false, 200},
+		{"admin status no key", "/status", "", true, 200},
+		{"admin metrics no key", "/metrics", "", true, 200},
+		{"admin healthz no key", "/healthz", "", true, 200},
+	}
+	for _, tc := range cases {
+		h := s.Handler(true)
+		if tc.admin {
+			h = s.AdminHandler()
+		}
+		if got := serve(h, tc.path, tc.auth); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
 		}
 	}
 }

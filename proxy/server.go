@@ -78,10 +78,11 @@ type state struct {
 	byName    map[string]*upstream.Client
 	policy    *policy.Policy
 	authKeys  [][]byte
-	keyIDs    []string        // keyIDs[i] names authKeys[i] in cache keys: a hash, never the key
-	models    []byte          // the /v1/models answer
-	charsUnit map[string]bool // upstreams whose quota counts characters
-	secrets   []string        // upstream and inbound keys (8+ chars), scrubbed from anything an upstream says
+	keyIDs    []string          // keyIDs[i] names authKeys[i] in cache keys: a hash, never the key
+	models    []byte            // the /v1/models answer
+	model     map[string][]byte // each /v1/models/{id} answer, by id
+	charsUnit map[string]bool   // upstreams whose quota counts characters
+	secrets   []string          // upstream and inbound keys (8+ chars), scrubbed from anything an upstream says
 }
 
 // redact replaces every upstream key in msg: an upstream error message may
@@ -209,7 +210,7 @@ func (s *Server) swap(cfg config.Config, ups []*upstream.Client, p *policy.Polic
 	}
 	// Longest first, so a key that contains another is replaced whole.
 	sort.Slice(st.secrets, func(i, j int) bool { return len(st.secrets[i]) > len(st.secrets[j]) })
-	st.models = modelsList(ups, s.started)
+	st.models, st.model = modelsList(ups, s.started)
 	s.st.Store(st)
 }
 
@@ -245,7 +246,13 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 		requestsCounter(route, ctx.Response.StatusCode()).Inc()
 		routeDurations[route].UpdateDuration(start)
 	}()
-	path := ctx.Path() // compared as []byte: string(path) == "..." does not allocate
+	// compared as []byte: string(path) == "..." does not allocate. Groq's
+	// own base path (/openai/v1) is an alias of /v1 for every route, so a
+	// Groq user swaps only the host.
+	path := ctx.Path()
+	if withAPI && bytes.HasPrefix(path, []byte("/openai/v1/")) {
+		path = path[len("/openai"):]
+	}
 	switch {
 	case withAPI && (string(path) == "/v1/chat/completions" || string(path) == "/chat/completions"):
 		route = routeChat
@@ -266,6 +273,25 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 		}
 		ctx.Response.Header.SetContentType("application/json")
 		ctx.SetBody(st.models)
+	case withAPI && (bytes.HasPrefix(path, []byte("/v1/models/")) || bytes.HasPrefix(path, []byte("/models/"))):
+		route = routeModels
+		if !ctx.IsGet() {
+			s.methodNotAllowed(ctx, "GET")
+			return
+		}
+		st := s.st.Load()
+		if _, ok := s.authorized(ctx, st); !ok {
+			return
+		}
+		// The id is the rest of the path, slashes included (org/model),
+		// as the SDKs send it (percent-encoded; the path is decoded).
+		id := path[bytes.Index(path, []byte("/models/"))+len("/models/"):]
+		if m, ok := st.model[string(id)]; ok {
+			ctx.Response.Header.SetContentType("application/json")
+			ctx.SetBody(m)
+			return
+		}
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("the model %q does not exist or is not served by any configured upstream", truncate(string(id), 200)), typeInvalidRequest, "model", codeModelNotFound)
 	case string(path) == "/healthz":
 		route = routeHealthz
 		if !ctx.IsGet() && !ctx.IsHead() {
@@ -407,9 +433,10 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// modelsList builds the /v1/models answer: one entry per alias configured.
-// Pass-through upstreams (no models map) serve any name, so they add none.
-func modelsList(ups []*upstream.Client, created time.Time) []byte {
+// modelsList builds the /v1/models answer, one entry per alias configured,
+// and each entry alone, by id, for /v1/models/{id}. Pass-through upstreams
+// (no models map) serve any name, so they add none.
+func modelsList(ups []*upstream.Client, created time.Time) (list []byte, byID map[string][]byte) {
 	owners := map[string]string{}
 	for _, u := range ups {
 		for _, a := range u.Aliases() {
@@ -429,14 +456,17 @@ func modelsList(ups []*upstream.Client, created time.Time) []byte {
 		Created int64  `json:"created"`
 		OwnedBy string `json:"owned_by"`
 	}
-	list := struct {
+	all := struct {
 		Object string  `json:"object"`
 		Data   []model `json:"data"`
 	}{Object: "list", Data: []model{}}
+	byID = make(map[string][]byte, len(ids))
 	for _, id := range ids {
-		list.Data = append(list.Data, model{ID: id, Object: "model", Created: created.Unix(), OwnedBy: owners[id]})
+		m := model{ID: id, Object: "model", Created: created.Unix(), OwnedBy: owners[id]}
+		all.Data = append(all.Data, m)
+		byID[id] = mustJSON(m)
 	}
-	return mustJSON(list)
+	return mustJSON(all), byID
 }
 
 // flights coalesces identical concurrent cache misses.

@@ -121,3 +121,14 @@ test("models.list lists the configured aliases", async () => {
   for await (const m of client.models.list()) ids.push(m.id); // auto-pagination stops after one page
   assert.deepEqual(ids, [OTHER_MODEL, MODEL]);
 });
+
+test("models.retrieve returns the listed entry, or a 404 model_not_found", async () => {
+  const m = await client.models.retrieve(MODEL);
+  assert.equal(m.id, MODEL);
+  assert.equal(m.object, "model");
+  await assert.rejects(client.models.retrieve("no-such-model"), (err) => {
+    assert.equal(err.status, 404);
+    assert.equal(err.code, "model_not_found");
+    return true;
+  });
+});

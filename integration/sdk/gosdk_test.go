@@ -203,4 +203,14 @@ func TestGoSDKModelsList(t *testing.T) {
 	if err := iter.Err(); err != nil || n != 2 {
 		t.Errorf("ListAutoPaging: %d models, err %v; want 2, nil", n, err)
 	}
+	// models.retrieve: the listed entry, or a 404 model_not_found.
+	m, err := client.Models.Get(ctx(t), modelAlias)
+	if err != nil || m.ID != modelAlias || m.Object != "model" {
+		t.Errorf("Models.Get(%q) = %+v, %v", modelAlias, m, err)
+	}
+	_, err = client.Models.Get(ctx(t), "no-such-model")
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 404 || apiErr.Code != "model_not_found" {
+		t.Errorf("Models.Get(no-such-model) err = %v, want a 404 model_not_found", err)
+	}
 }

@@ -309,6 +309,9 @@ type Upstream struct {
 	// QuotaGroup makes upstreams share one quota count and one view of the
 	// rate-limit headers (Groq limits apply per organization, not per key).
 	QuotaGroup string `yaml:"quota_group"`
+	// MaxResponseBytes is the top-level max_response_bytes, copied here
+	// by Parse for the upstream's client (not a key of its own).
+	MaxResponseBytes int `yaml:"-"`
 	// Retry retries transient failures on this same upstream before failing
 	// over. Default: no retry.
 	Retry Retry `yaml:"retry"`
@@ -525,6 +528,7 @@ func parse(r io.Reader, lookup func(string) (string, bool)) (Config, error) {
 		return Config{}, err
 	}
 	for i := range cfg.Upstreams {
+		cfg.Upstreams[i].MaxResponseBytes = cfg.MaxResponseBytes
 		cfg.Upstreams[i].applyDefaults()
 	}
 	if err := cfg.Validate(); err != nil {

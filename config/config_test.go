@@ -115,7 +115,7 @@ func TestParseGood(t *testing.T) {
 		Auth:      Auth{Keys: []string{"k1", "k2"}},
 		Upstreams: []Upstream{
 			{
-				Name: "groq_1", Provider: ProviderGroq, BaseURL: "https://api.groq.com/openai/v1",
+				Name: "groq_1", Provider: ProviderGroq, MaxResponseBytes: 32 << 20, BaseURL: "https://api.groq.com/openai/v1",
 				APIKey: "gsk_1", Priority: 1,
 				Timeout: 30 * time.Second, FirstTokenTimeout: 5 * time.Second, IdleTimeout: 7 * time.Second,
 				Models:            map[string]string{"llama-3.3-70b": "llama-3.3-70b-versatile"},
@@ -128,7 +128,7 @@ func TestParseGood(t *testing.T) {
 				DropParams:        true,
 			},
 			{
-				Name: "hf_1", Provider: ProviderHuggingFace, BaseURL: "https://router.huggingface.co/v1",
+				Name: "hf_1", Provider: ProviderHuggingFace, MaxResponseBytes: 32 << 20, BaseURL: "https://router.huggingface.co/v1",
 				APIKey: "hf_1", Priority: 5,
 				Timeout: 60 * time.Second, FirstTokenTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second,
 				Models: map[string]string{"llama-3.3-70b": "llama-3.3-70b-versatile"},

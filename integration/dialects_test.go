@@ -732,43 +732,57 @@ func TestDialectCacheConversionKeepsFields(t *testing.T) {
 // its stream while the upstream is silent (between two events) releases
 // the upstream connection at once, not at the idle timeout.
 func TestDialectClientDisconnectReleasesSilentUpstream(t *testing.T) {
-	cancelled := make(chan time.Time, 1)
-	release := make(chan struct{})
-	up := newFake(t, func(w http.ResponseWriter, r *http.Request) {
-		groqHeaders(w)
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.WriteHeader(200)
-		io.WriteString(w, chunk("m", "first", ""))
-		w.(http.Flusher).Flush()
-		select {
-		case <-r.Context().Done():
-			cancelled <- time.Now()
-		case <-release:
-		case <-time.After(10 * time.Second):
-		}
-	})
-	// idle_timeout 10s: only noticing the client can free the upstream in
-	// time.
-	u := dlTimeouts(t, dlUpstream(t, "one", "openai", up.BaseURL(), 0, ""), "2s", "10s")
-	p := startProxy(t, testConfig("", u))
-	t.Cleanup(func() { close(release) }) // runs before the proxy and the fake stop
-	resp := post(t, p.URL, `{"model":"m","stream":true,"messages":[{"role":"user","content":"disconnect"}]}`, noStore...)
-	br := bufio.NewReader(resp.Body)
-	ev, err := readEvent(br)
-	if err != nil || !strings.Contains(ev, `"first"`) {
-		resp.Body.Close()
-		t.Fatalf("first event %q: %v", ev, err)
-	}
-	closed := time.Now()
-	resp.Body.Close()
-	httpClient.CloseIdleConnections()
-	select {
-	case at := <-cancelled:
-		if d := at.Sub(closed); d > 1500*time.Millisecond {
-			t.Errorf("the upstream request was cancelled %v after the client closed, want within 1.5s", d)
-		}
-	case <-time.After(3 * time.Second):
-		t.Errorf("the upstream request was still open 3s after the client closed its stream (idle_timeout is 10s)")
+	for _, tc := range []struct {
+		name string
+		top  string        // top-level config
+		wait time.Duration // how long the client reads on before it leaves
+	}{
+		{"at once", "", 0},
+		// fasthttp leaves read_timeout on the client's socket: a watcher
+		// that honoured it would go blind on streams older than it.
+		{"stream older than read_timeout", "read_timeout: 300ms\n", 800 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cancelled := make(chan time.Time, 1)
+			release := make(chan struct{})
+			up := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+				groqHeaders(w)
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.WriteHeader(200)
+				io.WriteString(w, chunk("m", "first", ""))
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					cancelled <- time.Now()
+				case <-release:
+				case <-time.After(10 * time.Second):
+				}
+			})
+			// idle_timeout 10s: only noticing the client can free the
+			// upstream in time.
+			u := dlTimeouts(t, dlUpstream(t, "one", "openai", up.BaseURL(), 0, ""), "2s", "10s")
+			p := startProxy(t, testConfig(tc.top, u))
+			t.Cleanup(func() { close(release) }) // runs before the proxy and the fake stop
+			resp := post(t, p.URL, `{"model":"m","stream":true,"messages":[{"role":"user","content":"disconnect"}]}`, noStore...)
+			br := bufio.NewReader(resp.Body)
+			ev, err := readEvent(br)
+			if err != nil || !strings.Contains(ev, `"first"`) {
+				resp.Body.Close()
+				t.Fatalf("first event %q: %v", ev, err)
+			}
+			time.Sleep(tc.wait)
+			closed := time.Now()
+			resp.Body.Close()
+			httpClient.CloseIdleConnections()
+			select {
+			case at := <-cancelled:
+				if d := at.Sub(closed); d > 1500*time.Millisecond {
+					t.Errorf("the upstream request was cancelled %v after the client closed, want within 1.5s", d)
+				}
+			case <-time.After(3 * time.Second):
+				t.Errorf("the upstream request was still open 3s after the client closed its stream (idle_timeout is 10s)")
+			}
+		})
 	}
 }
 
@@ -939,4 +953,24 @@ func TestDialectCapabilityRouting(t *testing.T) {
 			t.Errorf("logprobs reached groq with drop_params: %s", g.LastBody())
 		}
 	})
+}
+
+// TestDialectCompleteModeFailsOverOnUnfinishedChoice: in commit mode
+// complete nothing reaches the client before the whole stream is read, so
+// a stream whose [DONE] comes with a choice unfinished fails over, and the
+// client never sees the cut answer.
+func TestDialectCompleteModeFailsOverOnUnfinishedChoice(t *testing.T) {
+	a := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, dlChunk(`[{"index":0,"delta":{"content":"zero"},"finish_reason":"stop"},{"index":1,"delta":{"content":"one"},"finish_reason":null}]`, ""))
+		io.WriteString(w, "data: [DONE]\n\n")
+	})
+	b := newFake(t, sseHandler(streamScript{words: []string{"from", "b"}}))
+	p := startProxy(t, testConfig("streaming: {commit: complete}\n",
+		dlUpstream(t, "a", "openai", a.BaseURL(), 0, ""), dlUpstream(t, "b", "openai", b.BaseURL(), 1, "")))
+	r := post(t, p.URL, `{"model":"m","stream":true,"n":2,"messages":[{"role":"user","content":"two"}]}`, noStore...)
+	body := dlReadStream(r)
+	if r.StatusCode != 200 || r.Header.Get("X-Upstream") != "b" || strings.Contains(string(body), `"zero"`) || !strings.HasSuffix(string(body), "data: [DONE]\n\n") {
+		t.Errorf("status %d X-Upstream %q: %s", r.StatusCode, r.Header.Get("X-Upstream"), body)
+	}
 }

@@ -73,7 +73,7 @@ func TestErrSummary(t *testing.T) {
 }
 
 func TestDescribe(t *testing.T) {
-	st := &state{secrets: []string{"sk-SECRET-key-1234"}}
+	st := &state{secrets: []string{"sk-SECRET-key-1234"}, secretsB: [][]byte{[]byte("sk-SECRET-key-1234")}}
 	st.cfg.Upstreams = []config.Upstream{{Name: "u", Timeout: 7 * time.Second}}
 	u := &upstream.Client{Name: "u"}
 	resp := func(status int, body string) *attemptResult {
@@ -209,7 +209,7 @@ func TestAuthorizedScope(t *testing.T) {
 }
 
 func TestScrubAnswer(t *testing.T) {
-	st := &state{secrets: []string{"sk-SECRET-key-1234"}}
+	st := &state{secrets: []string{"sk-SECRET-key-1234"}, secretsB: [][]byte{[]byte("sk-SECRET-key-1234")}}
 	clean := []byte(`{"choices":[{"message":{"content":"hello"}}]}`)
 	before := secretEchoTotal.Get()
 	if got := st.scrubAnswer(clean); &got[0] != &clean[0] || secretEchoTotal.Get() != before {

@@ -176,7 +176,7 @@ func (s *Server) answerAllFailed(ctx *fasthttp.RequestCtx, c *call, last *attemp
 		if last.v.Reason == "busy" {
 			status, code = fasthttp.StatusServiceUnavailable, codeNoUpstream
 		}
-		setRetryHeaders(ctx, last.v.RetryAfter, last.v.NoRetry || allKeyRejected(c.tried))
+		setRetryHeaders(ctx, last.v.RetryAfter, allKeyRejected(c.tried)) // a retry may find another candidate, unless every key was refused
 		writeError(ctx, status, "all upstreams failed: "+describeAttempts(c.tried), typeServer, "", code)
 	}
 }

@@ -91,8 +91,8 @@ func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResu
 		a.Pending = r.v.Outcome == verdict.OK && r.resp != nil && r.resp.Stream != nil
 		return a, r.err
 	})
-	if r == nil { // the breaker refused the call
-		return &attemptResult{u: u, model: model, err: doErr}
+	if r == nil { // the policy refused the call (an open breaker): no attempt
+		return &attemptResult{u: u, model: model, err: doErr, v: verdict.Verdict{Outcome: verdict.Failure, Reason: "not_called"}}
 	}
 	r.deferred = att.Deferred
 	return r
@@ -192,6 +192,12 @@ func (s *Server) readToCommit(c *call, r *attemptResult) {
 			break // the commit point: the first data event
 		}
 		if ev.Done {
+			if c.complete && r.finishes.Any() && !r.finishes.Complete() {
+				// [DONE] with a choice unfinished: a cut answer, and in
+				// complete mode nothing has reached the client yet.
+				fail(fmt.Errorf("upstream %s: %w", u.Name, errCutStream), nil)
+				return
+			}
 			r.ended = true
 			resp.Stream.Close(nil)
 			resp.Stream = nil

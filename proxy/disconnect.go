@@ -102,10 +102,13 @@ func peerClosed(conn net.Conn) bool {
 	}
 	closed := false
 	var buf [1]byte
-	_ = raw.Read(func(fd uintptr) bool {
+	// Control, not Read: Read would check the socket's read deadline
+	// (fasthttp leaves read_timeout on it, long past by the time a slow
+	// stream needs watching) and take the read lock fasthttp holds while
+	// it waits for the next keep-alive request.
+	_ = raw.Control(func(fd uintptr) {
 		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		closed = (n == 0 && err == nil) || errors.Is(err, syscall.ECONNRESET)
-		return true // never wait for readiness
 	})
 	return closed
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -293,9 +294,18 @@ func clientChunk(raw []byte, ev *openai.Event, wantUsage bool) []byte {
 	}
 	data := ev.Chunk.WithoutUsage(ev.Data)
 	out := make([]byte, 0, len(data)+8)
-	out = append(out, "data: "...)
-	out = append(out, data...)
-	return append(out, "\n\n"...)
+	for len(data) > 0 || len(out) == 0 { // one data line per line of data
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		out = append(out, "data: "...)
+		out = append(out, line...)
+		out = append(out, '\n')
+	}
+	return append(out, '\n')
 }
 
 // end handles the end of the upstream stream (err io.EOF, or [DONE]):
@@ -303,9 +313,10 @@ func clientChunk(raw []byte, ev *openai.Event, wantUsage bool) []byte {
 // the upstream closed without it), else a failure (an in-band error event,
 // then abort).
 func (r *relay) end(err error) []byte {
-	r.closeUpstream(err)
 	if errors.Is(err, io.EOF) {
 		if r.r.finishes.Complete() || !r.r.finishes.Any() {
+			// The upstream stream stays open: CloseWithError drains what
+			// follows [DONE] off the client's path, so [DONE] leaves now.
 			// A stream without any choice ([DONE] alone) is relayed as
 			// it is, and not cached (see finish).
 			r.sawDone, r.done = true, true
@@ -314,6 +325,7 @@ func (r *relay) end(err error) []byte {
 		}
 		err = fmt.Errorf("upstream %s: %w", r.r.u.Name, errCutStream)
 	}
+	r.closeUpstream(err)
 	r.streamErr = err
 	r.abort = err
 	return errorEvent(r.c.st.redact(fmt.Sprintf("upstream %s failed mid-stream: %v", r.r.u.Name, err)), codeStreamInterrupted)
@@ -365,6 +377,10 @@ func (r *relay) CloseWithError(err error) error {
 	if r.streamErr == nil && err == nil && r.sawDone {
 		o.entry = r.tee
 		o.cacheable = !r.teeOverrun && r.r.finishes.Complete() // [DONE] alone is no answer worth keeping
+		if o.cacheable && r.c.st.echoesSplitKey(r.tee) {
+			o.cacheable = false // a key the model spelled across events: never served again
+			secretEchoTotal.Inc()
+		}
 	}
 	if r.streamErr == nil && err == nil && !r.sawDone {
 		o.clientErr = errStreamNotFinished

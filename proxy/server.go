@@ -30,6 +30,7 @@ import (
 
 	"switchyard/cachekey"
 	"switchyard/config"
+	"switchyard/openai"
 	"switchyard/policy"
 	"switchyard/upstream"
 )
@@ -83,6 +84,7 @@ type state struct {
 	model     map[string][]byte // each /v1/models/{id} answer, by id
 	charsUnit map[string]bool   // upstreams whose quota counts characters
 	secrets   []string          // upstream and inbound keys (8+ chars), scrubbed from anything an upstream says
+	secretsB  [][]byte          // secrets as bytes, made once: scanning every answer must not allocate
 }
 
 // redact replaces every upstream key in msg: an upstream error message may
@@ -96,11 +98,13 @@ func (st *state) redact(msg string) string {
 	return msg
 }
 
+var redacted = []byte("[redacted]")
+
 // redactBytes is redact for a body; it returns b itself when no key is in it.
 func (st *state) redactBytes(b []byte) []byte {
-	for _, k := range st.secrets {
-		if bytes.Contains(b, []byte(k)) {
-			b = bytes.ReplaceAll(b, []byte(k), []byte("[redacted]"))
+	for _, k := range st.secretsB {
+		if bytes.Contains(b, k) {
+			b = bytes.ReplaceAll(b, k, redacted)
 		}
 	}
 	return b
@@ -117,6 +121,33 @@ func (st *state) scrubAnswer(b []byte) []byte {
 		secretEchoTotal.Inc()
 	}
 	return out
+}
+
+// echoesSplitKey reports whether a stored stream's answer, assembled,
+// spells a key that no single event held (a model repeating a key token
+// by token): scrubAnswer saw each event alone. The assembly runs only when
+// the stream holds the start of a key at all.
+func (st *state) echoesSplitKey(stream []byte) bool {
+	hint := false
+	for _, k := range st.secretsB {
+		if bytes.Contains(stream, k[:6]) {
+			hint = true
+			break
+		}
+	}
+	if !hint {
+		return false
+	}
+	answer, err := openai.StreamToCompletion(stream)
+	if err != nil {
+		return false
+	}
+	for _, k := range st.secretsB {
+		if bytes.Contains(answer, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // policyNeedsChars reports whether the named upstream's quota is counted in
@@ -210,6 +241,9 @@ func (s *Server) swap(cfg config.Config, ups []*upstream.Client, p *policy.Polic
 	}
 	// Longest first, so a key that contains another is replaced whole.
 	sort.Slice(st.secrets, func(i, j int) bool { return len(st.secrets[i]) > len(st.secrets[j]) })
+	for _, k := range st.secrets {
+		st.secretsB = append(st.secretsB, []byte(k))
+	}
 	st.models, st.model = modelsList(ups, s.started)
 	s.st.Store(st)
 }

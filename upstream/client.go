@@ -117,6 +117,10 @@ func New(u config.Upstream) (*Client, error) {
 	if err := c.initHeaders(); err != nil {
 		return nil, err
 	}
+	maxBody := u.MaxResponseBytes // max_response_bytes: fasthttp's own cap on a buffered body
+	if maxBody <= 0 {
+		maxBody = MaxPlainBody
+	}
 	newHC := func(maxConns int, dial fasthttp.DialFunc) *fasthttp.HostClient {
 		return &fasthttp.HostClient{
 			Addr:                      addr,
@@ -130,7 +134,7 @@ func New(u config.Upstream) (*Client, error) {
 			MaxIdleConnDuration:       30 * time.Second,
 			MaxIdemponentCallAttempts: 1, // retries belong to the policy
 			WriteTimeout:              10 * time.Second,
-			MaxResponseBodySize:       MaxPlainBody,
+			MaxResponseBodySize:       maxBody,
 			DisablePathNormalizing:    true,
 			SecureErrorLogMessage:     true,
 		}

@@ -214,7 +214,7 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 	newServer := func(h fasthttp.RequestHandler) *fasthttp.Server {
 		return &fasthttp.Server{
 			Handler:            h,
-			ErrorHandler:       proxy.ErrorHandler,
+			ErrorHandler:       srv.ErrorHandler, // answers, counts and logs rejections; drains before closing
 			Name:               "switchyard",
 			MaxRequestBodySize: cfg.MaxBodyBytes,
 			ReadBufferSize:     8 << 10,          // also the limit on request line + headers (431 above)
@@ -231,6 +231,9 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 			ReduceMemoryUsage:     false,
 			NoDefaultDate:         false,
 			NoDefaultServerHeader: true,
+			// fasthttp's errors (logged at debug) quote no request bytes:
+			// a rejected head may carry keys.
+			SecureErrorLogMessage: true,
 			Logger:                fasthttpLogger{log},
 		}
 	}

@@ -244,7 +244,9 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 	}
 	servers := []*fasthttp.Server{main}
 	errc := make(chan error, 2)
-	go func() { errc <- main.Serve(ln) }()
+	// proxy.NewListener answers bare-LF heads at once (fasthttp waits for
+	// read_timeout) without wrapping the connections of ordinary clients.
+	go func() { errc <- main.Serve(proxy.NewListener(ln)) }()
 	attrs := []any{"addr", ln.Addr().String(), "version", version, "cache", be.name, "upstreams", len(clients)}
 	if cfg.AdminListen != "" {
 		admin := newServer(srv.AdminHandler())
@@ -254,7 +256,7 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 			return fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
 		}
 		servers = append(servers, admin)
-		go func() { errc <- admin.Serve(aln) }()
+		go func() { errc <- admin.Serve(proxy.NewListener(aln)) }()
 		attrs = append(attrs, "admin_addr", aln.Addr().String())
 	}
 	for _, u := range clients {

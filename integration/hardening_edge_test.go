@@ -288,6 +288,7 @@ func TestRejectedRequestsAreCountedAndLogged(t *testing.T) {
 		{"413", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 100000\r\n\r\n" + secret, 413, "body_too_large"},
 		{"431", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth + "X-Big: " + strings.Repeat(secret, 400) + "\r\nContent-Length: 2\r\n\r\n{}", 431, "headers_too_large"},
 		{"400 malformed", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "malformed"},
+		{"400 bare LF", "POST /v1/chat/completions HTTP/1.1\nHost: x\nAuthorization: Bearer " + secret + "\nContent-Length: 2\n\n{}", 400, "bare_lf"},
 		{"408", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 100\r\n\r\n{", 408, "timeout"},
 	}
 	perStatus := map[int]float64{}
@@ -332,5 +333,69 @@ func TestRejectedRequestsAreCountedAndLogged(t *testing.T) {
 	}
 	if strings.Contains(p.Logs(), secret[:12]) {
 		t.Errorf("request text reached the log:\n%s", p.Logs())
+	}
+}
+
+// TestBareLFRequestGets400AtOnce: a request whose header block ends in bare
+// LF line endings used to wait for a CRLFCRLF that never comes until
+// read_timeout (30 s), then 408. It gets an OpenAI-shaped 400 at once.
+func TestBareLFRequestGets400AtOnce(t *testing.T) {
+	up := newFake(t, okJSON("x"))
+	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	good := "{\"model\":\"test-model\",\n\n\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}"
+	cases := []struct {
+		name, payload string
+		status        int
+	}{
+		{"full request", "POST /v1/chat/completions HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: 2\n\n{}", 400},
+		{"headers only", "GET /healthz HTTP/1.1\nHost: x\n\n", 400},
+		{"CRLF request line, LF headers", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\nContent-Length: 2\n\n{}", 400},
+		{"LF headers, CRLF blank line", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\nContent-Length: 2\n\r\n{}", 400},
+		// What must not be mistaken for one: CRLF headers, a body with blank LF lines.
+		{"CRLF headers", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+		{"body with blank LF lines", fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(good), good), 200},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			resp, b, err := edgeRaw(t, edgeAddr(p), tc.payload, 3*time.Second)
+			if err != nil {
+				t.Fatalf("after %v: %v", time.Since(start), err)
+			}
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d %s, want %d", resp.StatusCode, b, tc.status)
+			}
+			if tc.status == 400 {
+				edgeOpenAIError(t, b, "invalid_request_error", "bad_request")
+			}
+			if d := time.Since(start); d > time.Second {
+				t.Errorf("answered after %v", d)
+			}
+		})
+	}
+	// A client that writes its head a line at a time.
+	conn, err := net.Dial("tcp", edgeAddr(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	_ = conn.SetDeadline(start.Add(3 * time.Second))
+	for _, line := range []string{"GET /healthz HTTP/1.1\n", "Host: x\n", "\n"} {
+		if _, err := io.WriteString(conn, line); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("a head written line by line: %v after %v", err, time.Since(start))
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 400 {
+		t.Errorf("a head written line by line: %d, want 400", resp.StatusCode)
+	}
+	if up.Calls() != 1 {
+		t.Errorf("the upstream got %d requests, want 1 (the CRLF one)", up.Calls())
 	}
 }

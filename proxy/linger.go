@@ -37,6 +37,9 @@ var lingerSlots = make(chan struct{}, 1024)
 // a request that is not rejected: no wrapper sits between fasthttp and its
 // connections for it.
 func linger(c net.Conn, maxBytes int64, timeout time.Duration) {
+	if wc, ok := c.(*conn); ok {
+		c = wc.TCPConn
+	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok || maxBytes <= 0 || timeout <= 0 {
 		return

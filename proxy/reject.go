@@ -22,6 +22,7 @@ const routeRejected = "rejected"
 const (
 	reasonBodyTooLarge    = "body_too_large"    // 413: over max_body_bytes
 	reasonHeadersTooLarge = "headers_too_large" // 431: over the 8 KiB read buffer
+	reasonBareLF          = "bare_lf"           // 400: head ending in bare LF
 	reasonMalformed       = "malformed"         // 400: anything else fasthttp could not parse
 	reasonIncomplete      = "incomplete"        // 400: the client closed or reset mid-request
 	reasonTimeout         = "timeout"           // 408: not sent within read_timeout
@@ -44,6 +45,8 @@ var (
 		"request body is larger than max_body_bytes", codeBodyTooLarge, slog.LevelWarn, true}
 	rejectHeadersTooLarge = rejection{fasthttp.StatusRequestHeaderFieldsTooLarge, reasonHeadersTooLarge,
 		"request headers too large", "headers_too_large", slog.LevelWarn, true}
+	rejectBareLF = rejection{fasthttp.StatusBadRequest, reasonBareLF,
+		"malformed HTTP request: lines must end in CRLF, not a bare LF", "bad_request", slog.LevelWarn, true}
 	rejectMalformed = rejection{fasthttp.StatusBadRequest, reasonMalformed,
 		"malformed HTTP request", "bad_request", slog.LevelWarn, true}
 	rejectIncomplete = rejection{fasthttp.StatusBadRequest, reasonIncomplete,
@@ -62,6 +65,8 @@ func classifyRejection(err error) rejection {
 		return rejectBodyTooLarge
 	case errors.As(err, &small):
 		return rejectHeadersTooLarge
+	case errors.Is(err, errBareLF):
+		return rejectBareLF
 	case errors.As(err, &timeout) && timeout.Timeout():
 		return rejectTimeout
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
@@ -73,9 +78,9 @@ func classifyRejection(err error) rejection {
 
 // ErrorHandler is the fasthttp server's ErrorHandler. It answers a request
 // fasthttp could not read (body over max_body_bytes, head over the read
-// buffer, a malformed head, read_timeout) in OpenAI's error shape, counts
-// and logs it as a rejection, and, when the client may still be sending,
-// makes the close a lingering one (see linger).
+// buffer, a malformed or bare-LF head, read_timeout) in OpenAI's error
+// shape, counts and logs it as a rejection, and, when the client may still
+// be sending, makes the close a lingering one (see linger).
 func (s *Server) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 	r := classifyRejection(err)
 	writeError(ctx, r.status, r.message, typeInvalidRequest, "", r.code)

@@ -20,6 +20,7 @@ func TestClassifyRejection(t *testing.T) {
 	}{
 		{fasthttp.ErrBodyTooLarge, 413, reasonBodyTooLarge, true},
 		{&fasthttp.ErrSmallBuffer{}, 431, reasonHeadersTooLarge, true},
+		{fmt.Errorf("error when reading request headers: %w: buffer size=9", errBareLF), 400, reasonBareLF, true},
 		{fmt.Errorf("error when reading request headers: %w", os.ErrDeadlineExceeded), 408, reasonTimeout, false},
 		{fmt.Errorf("error when reading request headers: %w", io.EOF), 400, reasonIncomplete, false},
 		{io.ErrUnexpectedEOF, 400, reasonIncomplete, false},

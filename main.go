@@ -213,7 +213,7 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger) error {
 	fasthttp.SetBodySizePoolLimit(bodyBufferLimit, bodyBufferLimit)
 	newServer := func(h fasthttp.RequestHandler) *fasthttp.Server {
 		return &fasthttp.Server{
-			Handler:            h,
+			Handler:            srv.Guard(h),
 			ErrorHandler:       srv.ErrorHandler, // answers, counts and logs rejections; drains before closing
 			Name:               "switchyard",
 			MaxRequestBodySize: cfg.MaxBodyBytes,

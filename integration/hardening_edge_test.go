@@ -1,7 +1,8 @@
 package integration
 
 // Issue 15, the edge of the server: what a client sees when its request is
-// rejected before the handler (413, 431, 400, 408). Every test talks to
+// rejected before the handler (413, 431, 400, 408), and the behaviours of
+// the adversarial pass that held and must keep holding. Every test talks to
 // 127.0.0.1 only and bounds its loops and deadlines.
 
 import (
@@ -13,6 +14,9 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -289,6 +293,7 @@ func TestRejectedRequestsAreCountedAndLogged(t *testing.T) {
 		{"431", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth + "X-Big: " + strings.Repeat(secret, 400) + "\r\nContent-Length: 2\r\n\r\n{}", 431, "headers_too_large"},
 		{"400 malformed", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "malformed"},
 		{"400 bare LF", "POST /v1/chat/completions HTTP/1.1\nHost: x\nAuthorization: Bearer " + secret + "\nContent-Length: 2\n\n{}", 400, "bare_lf"},
+		{"400 ambiguous framing", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 400, "ambiguous_framing"},
 		{"408", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 100\r\n\r\n{", 408, "timeout"},
 	}
 	perStatus := map[int]float64{}
@@ -397,5 +402,250 @@ func TestBareLFRequestGets400AtOnce(t *testing.T) {
 	}
 	if up.Calls() != 1 {
 		t.Errorf("the upstream got %d requests, want 1 (the CRLF one)", up.Calls())
+	}
+}
+
+// TestSlowlorisTricklingHeadersCutAtReadTimeout: a client that sends a
+// header byte every 100 ms is cut at read_timeout; the trickle does not
+// extend its time.
+func TestSlowlorisTricklingHeadersCutAtReadTimeout(t *testing.T) {
+	up := newFake(t, okJSON("x"))
+	p := startProxy(t, testConfig("read_timeout: 1s\n", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	conn, err := net.Dial("tcp", edgeAddr(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	closed := make(chan time.Duration, 1)
+	go func() {
+		_ = conn.SetReadDeadline(start.Add(8 * time.Second))
+		_, _ = io.Copy(io.Discard, conn)
+		closed <- time.Since(start)
+	}()
+	payload := "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("s", 200)
+	var d time.Duration
+loop:
+	for i := 0; i < len(payload); i++ {
+		if _, err := conn.Write([]byte{payload[i]}); err != nil {
+			break
+		}
+		select {
+		case d = <-closed:
+			break loop
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if d == 0 {
+		select {
+		case d = <-closed:
+		case <-time.After(8 * time.Second):
+			t.Fatal("the trickling connection was never closed")
+		}
+	}
+	if d < 900*time.Millisecond || d > 3*time.Second {
+		t.Errorf("cut after %v, want about read_timeout (1s)", d)
+	}
+}
+
+// TestTwoThousandIdleKeepAliveConnectionsAllServed: 2,000 connections held
+// open and idle; a request on each is answered, twice.
+func TestTwoThousandIdleKeepAliveConnectionsAllServed(t *testing.T) {
+	const n = 2000
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur < n+500 {
+		t.Skipf("open-files limit %d is too low for %d connections (ulimit -n)", rl.Cur, n)
+	}
+	up := newFake(t, okJSON("x"))
+	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.DialTimeout("tcp", edgeAddr(p), 5*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", len(conns), err)
+		}
+		conns = append(conns, c)
+	}
+	readers := make([]*bufio.Reader, n)
+	for i, c := range conns {
+		readers[i] = bufio.NewReader(c)
+	}
+	req := fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(simpleBody), simpleBody)
+	for round := range 2 {
+		time.Sleep(200 * time.Millisecond) // every connection idle
+		var failed atomic.Int64
+		var firstErr sync.Once
+		var wg sync.WaitGroup
+		next := atomic.Int64{}
+		for range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= n {
+						return
+					}
+					c := conns[i]
+					_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+					err := func() error {
+						if _, err := io.WriteString(c, req); err != nil {
+							return err
+						}
+						resp, err := http.ReadResponse(readers[i], nil)
+						if err != nil {
+							return err
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 || resp.Close {
+							return fmt.Errorf("status %d, close %v", resp.StatusCode, resp.Close)
+						}
+						return nil
+					}()
+					if err != nil {
+						failed.Add(1)
+						firstErr.Do(func() { t.Errorf("round %d, connection %d: %v", round, i, err) })
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if f := failed.Load(); f > 0 {
+			t.Fatalf("round %d: %d of %d requests failed", round, f, n)
+		}
+	}
+}
+
+// TestSmugglingAttemptsRejectedBeforeUpstream: ambiguous framing gets 400
+// and never reaches an upstream.
+func TestSmugglingAttemptsRejectedBeforeUpstream(t *testing.T) {
+	up := newFake(t, okJSON("x"))
+	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	const h = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+	body := simpleBody
+	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+	smuggled := "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+	cases := map[string]string{
+		"Content-Length and chunked":      h + fmt.Sprintf("Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n", len(chunked)) + chunked + smuggled,
+		"chunked and Content-Length":      h + fmt.Sprintf("Transfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n", len(chunked)) + chunked + smuggled,
+		"two Content-Lengths":             h + fmt.Sprintf("Content-Length: %d\r\nContent-Length: %d\r\n\r\n", len(body), len(body)+len(smuggled)) + body + smuggled,
+		"Transfer-Encoding xchunked":      h + "Transfer-Encoding: xchunked\r\n\r\n" + chunked + smuggled,
+		"Transfer-Encoding chunked twice": h + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + smuggled,
+		"Transfer-Encoding with a tab":    h + "Transfer-Encoding:\tchunked, identity\r\n\r\n" + chunked + smuggled,
+	}
+	for name, payload := range cases {
+		t.Run(name, func(t *testing.T) {
+			resp, b, err := edgeRaw(t, edgeAddr(p), payload, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != 400 {
+				t.Errorf("status %d %s, want 400", resp.StatusCode, b)
+			}
+			if !resp.Close {
+				t.Error("the connection stays open after ambiguous framing")
+			}
+		})
+	}
+	if up.Calls() != 0 {
+		t.Errorf("a smuggling attempt reached the upstream %d times", up.Calls())
+	}
+}
+
+// TestDeepNestingAndInvalidJSONStringsGet400: JSON nested 100,000 deep and
+// strings with invalid escapes or raw control characters get a clear
+// OpenAI-shaped 400, quickly, and never reach an upstream.
+func TestDeepNestingAndInvalidJSONStringsGet400(t *testing.T) {
+	up := newFake(t, okJSON("x"))
+	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	const msgs = `"messages":[{"role":"user","content":"x"}]`
+	cases := []struct{ name, body, skip string }{
+		{"deep arrays in messages", `{"model":"test-model","messages":` + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + `}`, ""},
+		{"deep arrays unclosed", `{"model":"test-model",` + msgs + `,"x":` + strings.Repeat("[", 100000) + `}`, ""},
+		{"deep objects", `{"model":"test-model",` + msgs + `,"x":` + strings.Repeat(`{"a":`, 100000) + "1" + strings.Repeat("}", 100000) + `}`, ""},
+		{"invalid escape", `{"model":"test-model","messages":[{"role":"user","content":"bad \x escape"}]}`, ""},
+		{"invalid unicode escape", `{"model":"test-model","messages":[{"role":"user","content":"bad \uZZZZ escape"}]}`, ""},
+		{"raw control character", "{\"model\":\"test-model\",\"messages\":[{\"role\":\"user\",\"content\":\"tab\x01here\"}]}", ""},
+		// Found by this test (issue 15): bytes that are not UTF-8 inside a
+		// string pass the handler's JSON scan and are forwarded. The check
+		// belongs in that scan (jsonscan, openai.ParseChatRequest), outside
+		// the edge.
+		{"invalid UTF-8 in content", "{\"model\":\"test-model\",\"messages\":[{\"role\":\"user\",\"content\":\"bad \xff\xfe here\"}]}", "raw invalid UTF-8 is forwarded today: no UTF-8 check in jsonscan"},
+		{"invalid UTF-8 in model", "{\"model\":\"test-\xc3\x28model\"," + msgs + "}", "raw invalid UTF-8 is forwarded today: no UTF-8 check in jsonscan"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.skip != "" {
+				t.Skip(tc.skip)
+			}
+			start := time.Now()
+			resp := post(t, p.URL, tc.body)
+			b := readAll(t, resp)
+			if resp.StatusCode != 400 {
+				t.Fatalf("status %d %s, want 400", resp.StatusCode, b)
+			}
+			if _, typ, code := apiErr(t, b); typ != "invalid_request_error" || code == "" {
+				t.Errorf("type %q code %q: %s", typ, code, b)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("answered after %v", d)
+			}
+		})
+	}
+	if up.Calls() != 0 {
+		t.Errorf("bad JSON reached the upstream %d times", up.Calls())
+	}
+}
+
+// TestNoForgedLogLines: a model name or X-Request-Id carrying a newline and
+// a JSON object does not produce a second log line: every line parses, and
+// there is one request line per request.
+func TestNoForgedLogLines(t *testing.T) {
+	up := newFake(t, okJSON("x"))
+	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	forged := `{"level":"ERROR","msg":"forged","request_id":"x"}`
+	models := []string{"m\n" + forged, "m\r\n" + forged, "m\u2028" + forged, "m\\n" + forged}
+	sent := 0
+	for _, m := range models {
+		b, _ := json.Marshal(map[string]any{"model": m, "messages": []map[string]string{{"role": "user", "content": "hi\n" + forged}}})
+		resp := post(t, p.URL, string(b), "X-Request-Id", "id\\n"+forged, "Cache-Control", "no-store")
+		readAll(t, resp)
+		sent++
+	}
+	// A raw LF inside a header value, and an obs-fold continuation line.
+	for _, hdr := range []string{"X-Request-Id: a\n" + forged + ": x\r\n", "X-Request-Id: a\r\n " + forged + "\r\n"} {
+		payload := fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s", hdr, len(simpleBody), simpleBody)
+		resp, _, err := edgeRaw(t, edgeAddr(p), payload, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == 200 {
+			sent++
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		n := 0
+		for _, m := range edgeLogLines(t, p) {
+			if m["msg"] == "forged" {
+				t.Fatalf("a forged log line: %v", m)
+			}
+			if m["msg"] == "request" {
+				n++
+			}
+		}
+		if n == sent {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d request log lines for %d requests:\n%s", n, sent, p.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,10 +11,11 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Requests answered before the handler (fasthttp could not read them) are
-// rejections: counted in switchyard_requests_total{route="rejected",status}
-// and logged, one line each, with a reason and the facts of the connection,
-// never the request's own text (its head may hold keys, its body prompts).
+// Requests answered before the handler (fasthttp could not read them) or
+// instead of it (ambiguous framing) are rejections: counted in
+// switchyard_requests_total{route="rejected",status} and logged, one line
+// each, with a reason and the facts of the connection, never the request's
+// own text (its head may hold keys, its body prompts).
 
 // routeRejected is the route label of rejections.
 const routeRejected = "rejected"
@@ -23,6 +25,7 @@ const (
 	reasonBodyTooLarge    = "body_too_large"    // 413: over max_body_bytes
 	reasonHeadersTooLarge = "headers_too_large" // 431: over the 8 KiB read buffer
 	reasonBareLF          = "bare_lf"           // 400: head ending in bare LF
+	reasonAmbiguous       = "ambiguous_framing" // 400: Content-Length and Transfer-Encoding
 	reasonMalformed       = "malformed"         // 400: anything else fasthttp could not parse
 	reasonIncomplete      = "incomplete"        // 400: the client closed or reset mid-request
 	reasonTimeout         = "timeout"           // 408: not sent within read_timeout
@@ -47,6 +50,8 @@ var (
 		"request headers too large", "headers_too_large", slog.LevelWarn, true}
 	rejectBareLF = rejection{fasthttp.StatusBadRequest, reasonBareLF,
 		"malformed HTTP request: lines must end in CRLF, not a bare LF", "bad_request", slog.LevelWarn, true}
+	rejectAmbiguous = rejection{fasthttp.StatusBadRequest, reasonAmbiguous,
+		"malformed HTTP request: both Content-Length and Transfer-Encoding", "bad_request", slog.LevelWarn, false}
 	rejectMalformed = rejection{fasthttp.StatusBadRequest, reasonMalformed,
 		"malformed HTTP request", "bad_request", slog.LevelWarn, true}
 	rejectIncomplete = rejection{fasthttp.StatusBadRequest, reasonIncomplete,
@@ -89,6 +94,44 @@ func (s *Server) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 		linger(ctx.Conn(), 2*int64(cfg.MaxBodyBytes), cfg.ReadTimeout)
 	}
 	s.reject(ctx, r)
+}
+
+// Guard returns h behind the one framing check fasthttp leaves to its
+// user. fasthttp reads a request that has both Content-Length and
+// Transfer-Encoding: chunked by its chunks, and closes the connection after
+// it (RFC 9112 section 6.1 allows that, or rejecting it); a proxy in front
+// that went by Content-Length saw other requests in it. Such a request gets
+// 400, as nginx answers it, and reaches no upstream. fasthttp marks it
+// Connection: close, which makes the check free on the hot path.
+func (s *Server) Guard(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		hdr := &ctx.Request.Header
+		if hdr.ConnectionClose() && hasHeaderLine(hdr.RawHeaders(), "transfer-encoding") &&
+			hasHeaderLine(hdr.RawHeaders(), "content-length") {
+			writeError(ctx, rejectAmbiguous.status, rejectAmbiguous.message, typeInvalidRequest, "", rejectAmbiguous.code)
+			ctx.SetConnectionClose()
+			s.reject(ctx, rejectAmbiguous)
+			return
+		}
+		h(ctx)
+	}
+}
+
+// hasHeaderLine reports whether the raw header block has a field named
+// name (lower case).
+func hasHeaderLine(raw []byte, name string) bool {
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if len(line) > len(name) && line[len(name)] == ':' && bytes.EqualFold(line[:len(name)], []byte(name)) {
+			return true
+		}
+	}
+	return false
 }
 
 // reject counts and logs one rejection.

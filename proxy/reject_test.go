@@ -35,3 +35,12 @@ func TestClassifyRejection(t *testing.T) {
 		}
 	}
 }
+
+func TestHasHeaderLine(t *testing.T) {
+	raw := []byte("Host: x\r\nTransfer-Encoding: chunked\r\ncontent-LENGTH: 7\r\nX-Content-Length-Note: 1\r\n")
+	for name, want := range map[string]bool{"transfer-encoding": true, "content-length": true, "host": true, "content-type": false, "x-content-length": false} {
+		if got := hasHeaderLine(raw, name); got != want {
+			t.Errorf("%s: %v", name, got)
+		}
+	}
+}

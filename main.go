@@ -228,8 +228,8 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger, logOut 
 	fasthttp.SetBodySizePoolLimit(bodyBufferLimit, bodyBufferLimit)
 	newServer := func(h fasthttp.RequestHandler) *fasthttp.Server {
 		return &fasthttp.Server{
-			Handler:            h,
-			ErrorHandler:       proxy.ErrorHandler,
+			Handler:            srv.Guard(h),
+			ErrorHandler:       srv.ErrorHandler, // answers, counts and logs rejections; drains before closing
 			Name:               "switchyard",
 			MaxRequestBodySize: cfg.MaxBodyBytes,
 			ReadBufferSize:     8 << 10,          // also the limit on request line + headers (431 above)
@@ -246,6 +246,9 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger, logOut 
 			ReduceMemoryUsage:     false,
 			NoDefaultDate:         false,
 			NoDefaultServerHeader: true,
+			// fasthttp's errors (logged at debug) quote no request bytes:
+			// a rejected head may carry keys.
+			SecureErrorLogMessage: true,
 			Logger:                fasthttpLogger{log},
 		}
 	}
@@ -256,7 +259,9 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger, logOut 
 	}
 	servers := []*fasthttp.Server{main}
 	errc := make(chan error, 2)
-	go func() { errc <- main.Serve(ln) }()
+	// proxy.NewListener answers bare-LF heads at once (fasthttp waits for
+	// read_timeout) without wrapping the connections of ordinary clients.
+	go func() { errc <- main.Serve(proxy.NewListener(ln)) }()
 	attrs := []any{"addr", ln.Addr().String(), "version", version, "cache", be.name, "upstreams", len(clients)}
 	if cfg.AdminListen != "" {
 		admin := newServer(srv.AdminHandler())
@@ -266,7 +271,7 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger, logOut 
 			return fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
 		}
 		servers = append(servers, admin)
-		go func() { errc <- admin.Serve(aln) }()
+		go func() { errc <- admin.Serve(proxy.NewListener(aln)) }()
 		attrs = append(attrs, "admin_addr", aln.Addr().String())
 	}
 	for _, u := range clients {

@@ -415,24 +415,11 @@ func keyID(key string) string {
 
 // ErrorHandler answers fasthttp's own request errors (body too large,
 // malformed request, header overflow, timeouts) in OpenAI's error shape
-// instead of fasthttp's plain-text pages.
+// instead of fasthttp's plain-text pages. It only answers: the server's
+// Server.ErrorHandler also counts, logs and drains (see reject.go).
 func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
-	switch {
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "request body is larger than max_body_bytes", typeInvalidRequest, "", codeBodyTooLarge)
-	default:
-		var small *fasthttp.ErrSmallBuffer
-		if errors.As(err, &small) {
-			writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large", typeInvalidRequest, "", "headers_too_large")
-			return
-		}
-		var ne interface{ Timeout() bool }
-		if errors.As(err, &ne) && ne.Timeout() {
-			writeError(ctx, fasthttp.StatusRequestTimeout, "request read timed out", typeInvalidRequest, "", "request_timeout")
-			return
-		}
-		writeError(ctx, fasthttp.StatusBadRequest, "malformed HTTP request", typeInvalidRequest, "", "bad_request")
-	}
+	r := classifyRejection(err)
+	writeError(ctx, r.status, r.message, typeInvalidRequest, "", r.code)
 }
 
 // requestID returns the client's X-Request-Id when it is a sane token

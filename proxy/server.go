@@ -297,24 +297,16 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 		s.handleChat(ctx, start)
 	case withAPI && (string(path) == "/v1/models" || string(path) == "/models"):
 		route = routeModels
-		if !ctx.IsGet() {
-			s.methodNotAllowed(ctx, "GET")
-			return
-		}
-		st := s.st.Load()
-		if _, ok := s.authorized(ctx, st); !ok {
+		st, ok := s.modelsRequest(ctx)
+		if !ok {
 			return
 		}
 		ctx.Response.Header.SetContentType("application/json")
 		ctx.SetBody(st.models)
 	case withAPI && (bytes.HasPrefix(path, []byte("/v1/models/")) || bytes.HasPrefix(path, []byte("/models/"))):
 		route = routeModels
-		if !ctx.IsGet() {
-			s.methodNotAllowed(ctx, "GET")
-			return
-		}
-		st := s.st.Load()
-		if _, ok := s.authorized(ctx, st); !ok {
+		st, ok := s.modelsRequest(ctx)
+		if !ok {
 			return
 		}
 		// The id is the rest of the path, slashes included (org/model),
@@ -363,6 +355,18 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown path %q", truncate(string(path), 200)), typeInvalidRequest, "", codeNotFound)
 	}
+}
+
+// modelsRequest admits a models request (GET, inbound auth) and returns
+// the state to answer from; it has answered itself when ok is false.
+func (s *Server) modelsRequest(ctx *fasthttp.RequestCtx) (st *state, ok bool) {
+	if !ctx.IsGet() {
+		s.methodNotAllowed(ctx, "GET")
+		return nil, false
+	}
+	st = s.st.Load()
+	_, ok = s.authorized(ctx, st)
+	return st, ok
 }
 
 func (s *Server) methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {

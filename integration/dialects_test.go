@@ -81,6 +81,18 @@ func groqStatus(status int, body string, hdr ...string) http.HandlerFunc {
 
 // dlChunk is one SSE event of a chat.completion.chunk with the given
 // choices (JSON array) and extra top-level members (",..." or "").
+// dlWantStatus posts simpleBody (no-store) and fails the test unless the
+// answer has the status want (what says why, for the message).
+func dlWantStatus(t *testing.T, url string, want int, what string) (*http.Response, []byte) {
+	t.Helper()
+	r := post(t, url, simpleBody, noStore...)
+	body := readAll(t, r)
+	if r.StatusCode != want {
+		t.Fatalf("status %d, want %s: %s", r.StatusCode, what, body)
+	}
+	return r, body
+}
+
 func dlChunk(choices, extra string) string {
 	return `data: {"id":"chatcmpl-d","object":"chat.completion.chunk","created":1732000000,"model":"m","system_fingerprint":"fp_test","choices":` + choices + extra + "}\n\n"
 }
@@ -218,11 +230,7 @@ func TestDialectGroq413RequestTooLargeNoCooldown(t *testing.T) {
 	t.Run("only upstream", func(t *testing.T) {
 		g := newFake(t, groqStatus(413, dlGroq413))
 		p := startProxy(t, testConfig("", dlUpstream(t, "groq_a", "groq", g.BaseURL(), 0, "")))
-		r := post(t, p.URL, simpleBody, noStore...)
-		body := readAll(t, r)
-		if r.StatusCode != 413 {
-			t.Fatalf("status %d, want Groq's 413 relayed: %s", r.StatusCode, body)
-		}
+		r, body := dlWantStatus(t, p.URL, 413, "Groq's 413 relayed")
 		_, typ, code := apiErr(t, body)
 		if typ != "tokens" || code != "rate_limit_exceeded" {
 			t.Errorf("error type %q code %q, want tokens / rate_limit_exceeded: %s", typ, code, body)
@@ -259,11 +267,7 @@ func TestDialectHF402CreditsExhaustedUntilMonthReset(t *testing.T) {
 	t.Run("only upstream", func(t *testing.T) {
 		hf := newFake(t, statusHandler(402, dlHF402))
 		p := startProxy(t, testConfig("", dlUpstream(t, "hf_a", "huggingface", hf.BaseURL(), 0, "")))
-		r := post(t, p.URL, simpleBody, noStore...)
-		body := readAll(t, r)
-		if r.StatusCode != 429 {
-			t.Fatalf("status %d, want 429: %s", r.StatusCode, body)
-		}
+		r, body := dlWantStatus(t, p.URL, 429, "429")
 		_, _, code := apiErr(t, body)
 		if code != "insufficient_quota" {
 			t.Errorf("error code %q, want insufficient_quota: %s", code, body)
@@ -305,11 +309,7 @@ func TestDialectHF503ModelLoadingNotABreakerFailure(t *testing.T) {
 	t.Run("only upstream", func(t *testing.T) {
 		hf := newFake(t, statusHandler(503, dlHF503))
 		p := startProxy(t, testConfig("", dlUpstream(t, "hf_a", "huggingface", hf.BaseURL(), 0, "")))
-		r := post(t, p.URL, simpleBody, noStore...)
-		body := readAll(t, r)
-		if r.StatusCode != 503 {
-			t.Fatalf("status %d, want 503: %s", r.StatusCode, body)
-		}
+		r, body := dlWantStatus(t, p.URL, 503, "503")
 		if ra := dlRetryAfter(r); ra < 19 || ra > 20 {
 			t.Errorf("Retry-After %q, want 20 (estimated_time)", r.Header.Get("Retry-After"))
 		}
@@ -415,11 +415,7 @@ func TestDialectRetryAfterBeyond60sStopsSDKRetries(t *testing.T) {
 		t.Run("retry-after "+tc.retryAfter, func(t *testing.T) {
 			g := newFake(t, groqStatus(429, dlGroq429, "retry-after", tc.retryAfter))
 			p := startProxy(t, testConfig("", dlUpstream(t, "groq_a", "groq", g.BaseURL(), 0, "")))
-			r := post(t, p.URL, simpleBody, noStore...)
-			body := readAll(t, r)
-			if r.StatusCode != 429 {
-				t.Fatalf("status %d, want 429: %s", r.StatusCode, body)
-			}
+			r, _ := dlWantStatus(t, p.URL, 429, "429")
 			if ra := dlRetryAfter(r); ra < tc.min || ra > tc.max {
 				t.Errorf("Retry-After %q, want %s (truthful, not capped)", r.Header.Get("Retry-After"), tc.retryAfter)
 			}

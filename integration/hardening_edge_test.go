@@ -117,34 +117,29 @@ func TestOversizeBodyWithoutExpectGetsReadable413(t *testing.T) {
 	p := startProxy(t, testConfig("max_body_bytes: 4194304\n", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
 	body := edgeBigBody(7 << 20) // 1.75 × the limit
 
-	t.Run("net/http with Content-Length", func(t *testing.T) {
-		req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := httpClient.Do(req)
-		if err != nil {
-			t.Fatalf("%v (want a readable 413)", err)
-		}
-		b := readAll(t, resp)
-		if resp.StatusCode != 413 {
-			t.Fatalf("status %d %s", resp.StatusCode, b)
-		}
-		edgeOpenAIError(t, b, "invalid_request_error", "request_too_large")
-	})
-	t.Run("net/http chunked", func(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body func() io.Reader
+	}{
+		{"net/http with Content-Length", func() io.Reader { return bytes.NewReader(body) }},
 		// No length: Transfer-Encoding: chunked. (net/http sends it as one
 		// chunk, which fasthttp rejects by its size line.)
-		req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", io.MultiReader(bytes.NewReader(body)))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := httpClient.Do(req)
-		if err != nil {
-			t.Fatalf("%v (want a readable 413)", err)
-		}
-		b := readAll(t, resp)
-		if resp.StatusCode != 413 {
-			t.Fatalf("status %d %s", resp.StatusCode, b)
-		}
-		edgeOpenAIError(t, b, "invalid_request_error", "request_too_large")
-	})
+		{"net/http chunked", func() io.Reader { return io.MultiReader(bytes.NewReader(body)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", tc.body())
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := httpClient.Do(req)
+			if err != nil {
+				t.Fatalf("%v (want a readable 413)", err)
+			}
+			b := readAll(t, resp)
+			if resp.StatusCode != 413 {
+				t.Fatalf("status %d %s", resp.StatusCode, b)
+			}
+			edgeOpenAIError(t, b, "invalid_request_error", "request_too_large")
+		})
+	}
 	t.Run("write all, then read", func(t *testing.T) {
 		head := fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
 		resp, b := edgeWriteAllThenRead(t, edgeAddr(p), head, body)

@@ -63,6 +63,8 @@ var (
 	// because of its size. Nothing is stored (an older value under the same
 	// key may be dropped).
 	ErrTooLarge = errors.New("cache: value too large")
+	// ErrNotStored is returned by Add when the key is already present.
+	ErrNotStored = errors.New("cache: not stored")
 )
 
 // Package-level metrics. metrics.NewX panics on duplicate registration, so

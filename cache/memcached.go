@@ -1,11 +1,9 @@
 package cache
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -123,14 +121,44 @@ func isBreakerFailure(err error) bool {
 	return true
 }
 
+// do runs op against the server that holds key, through the breaker.
+func (m *Memcached) do(key string, op func(c *memcache.Client) error) error {
+	return m.exec.Run(func() error { return op(m.client) })
+}
+
+// Add stores value under key for ttl only if key is absent, and returns
+// ErrNotStored if it is present: a lock that one client among many takes.
+// Other errors are wrapped as "memcached add: ...".
+func (m *Memcached) Add(key string, value []byte, ttl time.Duration) error {
+	item := &memcache.Item{Key: key, Value: value, Expiration: expiration(ttl, m.now())}
+	err := m.do(key, func(c *memcache.Client) error { return c.Add(item) })
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, memcache.ErrNotStored):
+		return ErrNotStored
+	}
+	return fmt.Errorf("memcached add: %w", err)
+}
+
+// Delete removes key; a missing key is not an error. Other errors are
+// wrapped as "memcached delete: ...".
+func (m *Memcached) Delete(key string) error {
+	err := m.do(key, func(c *memcache.Client) error { return c.Delete(key) })
+	if err == nil || errors.Is(err, memcache.ErrCacheMiss) {
+		return nil
+	}
+	return fmt.Errorf("memcached delete: %w", err)
+}
+
 // Get returns the value stored under key, or ErrMiss. Other errors
 // (network, server, breaker open) are wrapped as "memcached get: ...".
 // The returned slice belongs to the caller.
 func (m *Memcached) Get(key string) ([]byte, error) {
 	var it *memcache.Item
-	err := m.exec.Run(func() error {
+	err := m.do(key, func(c *memcache.Client) error {
 		var err error
-		it, err = m.client.Get(key)
+		it, err = c.Get(key)
 		return err
 	})
 	switch {
@@ -154,70 +182,11 @@ func (m *Memcached) Set(key string, value []byte, ttl time.Duration) error {
 		return ErrTooLarge
 	}
 	item := &memcache.Item{Key: key, Value: value, Expiration: expiration(ttl, m.now())}
-	if err := m.exec.Run(func() error { return m.client.Set(item) }); err != nil {
+	if err := m.do(key, func(c *memcache.Client) error { return c.Set(item) }); err != nil {
 		memcachedSetErrors.Inc()
 		return fmt.Errorf("memcached set: %w", err)
 	}
 	return nil
-}
-
-// Incr adds delta to the counter key and returns the new value. A missing
-// counter is created with value delta, expiring at expireAt (the zero time
-// means never; an expireAt less than a second away counts as one second
-// away); the expiry of an existing counter is not changed. Values wrap
-// around at 2^64 (memcached's incr). Concurrent Incr calls from any number
-// of clients are counted exactly. Errors are wrapped as
-// "memcached incr: ...".
-func (m *Memcached) Incr(key string, delta uint64, expireAt time.Time) (uint64, error) {
-	var v uint64
-	err := m.exec.Run(func() error {
-		var err error
-		for range m.maxIncrs {
-			v, err = m.client.Increment(key, delta)
-			if !errors.Is(err, memcache.ErrCacheMiss) {
-				return err
-			}
-			exp := int32(0)
-			if !expireAt.IsZero() {
-				now := m.now()
-				exp = expiration(max(expireAt.Sub(now), time.Second), now)
-			}
-			err = m.client.Add(&memcache.Item{Key: key, Value: strconv.AppendUint(nil, delta, 10), Expiration: exp})
-			if err == nil {
-				v = delta
-				return nil
-			}
-			if !errors.Is(err, memcache.ErrNotStored) {
-				return err
-			}
-			// Another client created it between our Increment and Add:
-			// increment theirs.
-		}
-		return err
-	})
-	if err != nil {
-		memcachedIncrErrors.Inc()
-		return 0, fmt.Errorf("memcached incr: %w", err)
-	}
-	return v, nil
-}
-
-// Value returns the current value of the counter key, or 0 if it is
-// missing. Errors are wrapped as "memcached get: ...".
-func (m *Memcached) Value(key string) (uint64, error) {
-	b, err := m.Get(key)
-	if errors.Is(err, ErrMiss) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	// memcached pads a value that shrank in place with trailing spaces.
-	v, err := strconv.ParseUint(string(bytes.TrimRight(b, " ")), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("memcached get: counter %q: %w", key, err)
-	}
-	return v, nil
 }
 
 // Close closes idle connections and stops reporting this instance's

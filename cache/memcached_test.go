@@ -461,3 +461,25 @@ func TestMemcachedBreaker(t *testing.T) {
 		t.Fatalf("breaker gauge = %s after recovery, want 0", g)
 	}
 }
+
+func TestMemcachedAddDelete(t *testing.T) {
+	srv := startMemcached(t)
+	m := newTestMemcached(t, MemcachedOptions{Servers: []string{srv.addr()}})
+	if err := m.Add("lock", []byte("a"), time.Minute); err != nil {
+		t.Fatalf("first Add: %v", err)
+	}
+	if err := m.Add("lock", []byte("b"), time.Minute); !errors.Is(err, ErrNotStored) {
+		t.Fatalf("second Add err = %v, want ErrNotStored", err)
+	}
+	if got, err := m.Get("lock"); err != nil || string(got) != "a" {
+		t.Fatalf("Get = %q, %v; want the first Add's value", got, err)
+	}
+	for range 2 { // deleting a missing key is not an error
+		if err := m.Delete("lock"); err != nil {
+			t.Fatalf("Delete: %v", err)
+		}
+	}
+	if err := m.Add("lock", []byte("c"), time.Minute); err != nil {
+		t.Fatalf("Add after Delete: %v", err)
+	}
+}

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"switchyard/openai"
 )
 
 // Provider names accepted in upstreams[].provider.
@@ -72,6 +74,24 @@ var DefaultForwardHeaders = map[string][]string{
 // top_logprobs and logit_bias as unsupported.
 var DefaultUnsupportedParams = map[string][]string{
 	ProviderGroq: {"n", "logprobs", "top_logprobs", "logit_bias"},
+}
+
+// DefaultEndpoints maps each provider to the API endpoints (paths under
+// /v1, see openai.Endpoints) its upstreams serve when they leave endpoints
+// out:
+//   - groq: chat/completions, responses (beta), audio/transcriptions and
+//     audio/translations (Whisper); no embeddings
+//     (https://console.groq.com/docs/openai);
+//   - huggingface (the router): chat/completions and responses
+//     (https://huggingface.co/docs/inference-providers);
+//   - openai (any OpenAI-compatible server): chat/completions, responses,
+//     embeddings and both audio endpoints.
+//
+// The legacy completions endpoint is served only where endpoints lists it.
+var DefaultEndpoints = map[string][]string{
+	ProviderGroq:        {"chat/completions", "responses", "audio/transcriptions", "audio/translations"},
+	ProviderHuggingFace: {"chat/completions", "responses"},
+	ProviderOpenAI:      {"chat/completions", "responses", "embeddings", "audio/transcriptions", "audio/translations"},
 }
 
 // MaxRetryAfterLimit is the largest retry.max_retry_after accepted: a
@@ -146,6 +166,10 @@ type Config struct {
 	// MaxBodyBytes is the largest request body accepted; larger bodies get
 	// 413. Default 10485760 (10 MiB).
 	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// MaxUploadBytes is the largest audio upload accepted (the multipart
+	// body of /v1/audio/transcriptions and translations); larger uploads
+	// get an OpenAI-shaped 413. Default 26214400 (25 MiB, Groq's limit).
+	MaxUploadBytes int `yaml:"max_upload_bytes"`
 	// MaxResponseBytes caps an upstream's plain answer, and a stream read
 	// whole before it is sent (streaming.commit: complete): an answer over
 	// it is an upstream failure (fail over), not something to relay. A
@@ -340,6 +364,13 @@ type Upstream struct {
 	// DefaultUnsupportedParams); an explicit [] means none. Names must be
 	// non-empty and unique, and may not be model, messages or stream.
 	UnsupportedParams []string `yaml:"unsupported_params"`
+	// Endpoints are the API endpoints this upstream serves, as paths under
+	// /v1: chat/completions, completions (legacy), responses, embeddings,
+	// audio/transcriptions, audio/translations. A request to an endpoint
+	// goes only to the upstreams that list it. Left out (or null), the
+	// provider default applies (see DefaultEndpoints); names must be
+	// known and unique.
+	Endpoints []string `yaml:"endpoints"`
 	// DropParams removes unsupported_params from a request sent to this
 	// upstream instead of skipping the upstream. Default false. The risk:
 	// the answer then silently lacks what was asked for (no logprobs, one
@@ -378,6 +409,7 @@ func Default() Config {
 	return Config{
 		Listen:           "127.0.0.1:8080",
 		MaxBodyBytes:     10 << 20,
+		MaxUploadBytes:   25 << 20,
 		MaxResponseBytes: 32 << 20,
 		ShutdownGrace:    30 * time.Second,
 		ReadTimeout:      30 * time.Second,
@@ -437,6 +469,9 @@ func (u *Upstream) applyDefaults() {
 	}
 	if u.UnsupportedParams == nil {
 		u.UnsupportedParams = append([]string{}, DefaultUnsupportedParams[u.Provider]...)
+	}
+	if u.Endpoints == nil {
+		u.Endpoints = append([]string{}, DefaultEndpoints[u.Provider]...)
 	}
 }
 
@@ -812,6 +847,9 @@ func (c *Config) Validate() error {
 	if c.MaxBodyBytes <= 0 {
 		bad("max_body_bytes", "must be positive")
 	}
+	if c.MaxUploadBytes <= 0 {
+		bad("max_upload_bytes", "must be positive")
+	}
 	if c.MaxResponseBytes < 64<<10 {
 		bad("max_response_bytes", "must be at least 65536")
 	}
@@ -967,6 +1005,7 @@ func (c *Config) Validate() error {
 		}
 		validateHeaders(u, p, bad)
 		validateParams(u, p, bad)
+		validateEndpoints(u, p, bad)
 	}
 	return errors.Join(errs...)
 }
@@ -1053,6 +1092,30 @@ func validateParams(u *Upstream, p string, bad func(path, format string, args ..
 			seen[name] = i
 		}
 	}
+}
+
+// validateEndpoints checks upstreams[i].endpoints.
+func validateEndpoints(u *Upstream, p string, bad func(path, format string, args ...any)) {
+	seen := map[string]int{}
+	for i, name := range u.Endpoints {
+		pp := fmt.Sprintf("%s.endpoints[%d]", p, i)
+		switch j, dup := seen[name]; {
+		case !openai.Endpoint(name).Known():
+			bad(pp, "%q is not an endpoint; use paths under /v1: %s", name, endpointList())
+		case dup:
+			bad(pp, "%q is already listed at endpoints[%d]", name, j)
+		default:
+			seen[name] = i
+		}
+	}
+}
+
+func endpointList() string {
+	names := make([]string, len(openai.Endpoints))
+	for i, e := range openai.Endpoints {
+		names[i] = string(e)
+	}
+	return strings.Join(names, ", ")
 }
 
 func validAddr(a string) error {

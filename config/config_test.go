@@ -92,6 +92,7 @@ func TestParseGood(t *testing.T) {
 		Listen:           "127.0.0.1:8080",
 		AdminListen:      "127.0.0.1:9090",
 		MaxBodyBytes:     1 << 20,
+		MaxUploadBytes:   25 << 20,
 		MaxResponseBytes: 32 << 20,
 		ShutdownGrace:    10 * time.Second,
 		ReadTimeout:      30 * time.Second,
@@ -125,6 +126,7 @@ func TestParseGood(t *testing.T) {
 				Headers:           map[string]string{"X-Team": "search"},
 				ForwardHeaders:    []string{"X-Trace-Id"},
 				UnsupportedParams: []string{"logit_bias"},
+				Endpoints:         []string{"chat/completions", "responses", "audio/transcriptions", "audio/translations"},
 				DropParams:        true,
 			},
 			{
@@ -137,6 +139,7 @@ func TestParseGood(t *testing.T) {
 				// Provider defaults, filled in by Parse.
 				ForwardHeaders:    []string{"X-HF-Bill-To"},
 				UnsupportedParams: []string{},
+				Endpoints:         []string{"chat/completions", "responses"},
 			},
 		},
 	}
@@ -341,6 +344,9 @@ func TestParseFailureClosure(t *testing.T) {
 		{"unsupported_params duplicate", withUpstream("    unsupported_params: [n, logprobs, n]\n"), []string{`upstreams[0].unsupported_params[2]: "n" is already listed at unsupported_params[0]`}},
 		{"unsupported_params model", withUpstream("    unsupported_params: [model]\n"), []string{`upstreams[0].unsupported_params[0]: "model" is part of every chat request`}},
 		{"unsupported_params messages", withUpstream("    unsupported_params: [n, messages]\n"), []string{`upstreams[0].unsupported_params[1]: "messages" is part of every chat request`}},
+		{"endpoints unknown", withUpstream("    endpoints: [chat/completions, v1/embeddings]\n"), []string{`upstreams[0].endpoints[1]: "v1/embeddings" is not an endpoint; use paths under /v1: chat/completions, completions,`}},
+		{"endpoints duplicate", withUpstream("    endpoints: [embeddings, embeddings]\n"), []string{`upstreams[0].endpoints[1]: "embeddings" is already listed at endpoints[0]`}},
+		{"max_upload_bytes zero", "max_upload_bytes: 0\n" + withUpstream(""), []string{"max_upload_bytes: must be positive"}},
 		{"unsupported_params stream", withUpstream("    unsupported_params: [stream]\n"), []string{`upstreams[0].unsupported_params[0]: "stream" is part of every chat request`}},
 		{"drop_params not a bool", withUpstream("    drop_params: sometimes\n"), []string{"upstreams[0].drop_params: must be true or false"}},
 

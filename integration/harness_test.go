@@ -46,24 +46,33 @@ type fake struct {
 	calls   atomic.Int64
 	mu      sync.Mutex
 	bodies  [][]byte
+	paths   []string
 	headers []http.Header
 	hosts   []string
 	handler atomic.Pointer[http.HandlerFunc]
 }
 
-// newFake starts a fake upstream whose /v1/chat/completions runs h.
+// fakePaths are the API endpoints a fake serves (h tells them apart by
+// r.URL.Path); any other path is a 404.
+var fakePaths = map[string]bool{
+	"/v1/chat/completions": true, "/v1/completions": true, "/v1/responses": true,
+	"/v1/embeddings": true, "/v1/audio/transcriptions": true, "/v1/audio/translations": true,
+}
+
+// newFake starts a fake upstream whose API endpoints (fakePaths) run h.
 func newFake(t *testing.T, h http.HandlerFunc) *fake {
 	t.Helper()
 	f := &fake{}
 	f.SetHandler(h)
 	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/chat/completions" {
+		if !fakePaths[r.URL.Path] {
 			http.Error(w, `{"error":{"message":"not found","type":"invalid_request_error","code":"not_found"}}`, 404)
 			return
 		}
 		body, _ := io.ReadAll(r.Body)
 		f.calls.Add(1)
 		f.mu.Lock()
+		f.paths = append(f.paths, r.URL.Path)
 		f.bodies = append(f.bodies, body)
 		f.headers = append(f.headers, r.Header.Clone())
 		f.hosts = append(f.hosts, r.Host)
@@ -75,6 +84,16 @@ func newFake(t *testing.T, h http.HandlerFunc) *fake {
 	f.Start()
 	t.Cleanup(f.Close)
 	return f
+}
+
+// LastPath returns the path of the last request ("" if none).
+func (f *fake) LastPath() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.paths) == 0 {
+		return ""
+	}
+	return f.paths[len(f.paths)-1]
 }
 
 // SetHandler replaces the fake's behaviour.
@@ -247,7 +266,13 @@ func sseHandler(s streamScript) http.HandlerFunc {
 // post sends a chat request to the proxy.
 func post(t *testing.T, url, body string, hdr ...string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest("POST", url+"/v1/chat/completions", strings.NewReader(body))
+	return postTo(t, url+"/v1/chat/completions", body, hdr...)
+}
+
+// postTo is post to a full URL (another endpoint than chat).
+func postTo(t *testing.T, url, body string, hdr ...string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest("POST", url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -181,7 +181,7 @@ func TestWithIncludeUsage(t *testing.T) {
 			t.Errorf("%q: got %q want %q", in, got, want)
 		}
 	}
-	empty := ChatRequest{}
+	empty := Request{}
 	if got := string(WithIncludeUsage([]byte(`{ }`), &empty)); got != `{ "stream_options":{"include_usage":true}}` {
 		t.Errorf("empty object: got %q", got)
 	}

@@ -17,15 +17,18 @@ const (
 	CodeUnsupported  = "unsupported_parameter"
 )
 
-// RequestError is a chat request the proxy rejects: the message, the
+// RequestError is a request the proxy rejects: the message, the
 // offending param ("" when none) and the code, for a 400.
 type RequestError struct{ Message, Param, Code string }
 
 func (e *RequestError) Error() string { return e.Message }
 
-// ChatRequest is what the proxy reads of a chat completion request body;
-// the body itself is forwarded as it is.
-type ChatRequest struct {
+// Request is what the proxy reads of a JSON request body (chat, legacy
+// completions, responses, embeddings); the body itself is forwarded as it
+// is.
+type Request struct {
+	// Endpoint is the endpoint the body was sent to.
+	Endpoint Endpoint
 	// Model is the requested model (the client's alias).
 	Model string
 	// ModelPlain reports that the body spells Model without escapes, so a
@@ -40,25 +43,42 @@ type ChatRequest struct {
 	IncludeUsage bool
 }
 
-// chatKeys are the top-level members ParseChatRequest reads, in the order
-// of its spans.
-var chatKeys = []string{"model", "messages", "stream", "stream_options"}
+// requestKeys are the top-level members ParseRequest reads, in the order
+// of its spans; the second is the endpoint's required member, set per
+// endpoint (see Endpoint.required).
+var requestKeys = map[Endpoint][]string{}
+
+func init() {
+	for _, e := range Endpoints {
+		name, _ := e.required()
+		requestKeys[e] = []string{"model", name, "stream", "stream_options"}
+	}
+}
 
 var includeUsageKey = []string{"include_usage"}
 
-// ParseChatRequest validates body and reads the members the proxy needs in
-// one pass, without decoding the rest. The error is a *RequestError.
-func ParseChatRequest(body []byte) (ChatRequest, error) {
-	var req ChatRequest
+// ParseChatRequest is ParseRequest for a chat completion.
+func ParseChatRequest(body []byte) (Request, error) { return ParseRequest(Chat, body) }
+
+// ParseRequest validates a JSON request body sent to e and reads the
+// members the proxy needs in one pass, without decoding the rest: the
+// model, the stream flag (on endpoints that stream) and stream_options.
+// The error is a *RequestError naming the missing or malformed param.
+func ParseRequest(e Endpoint, body []byte) (Request, error) {
+	req := Request{Endpoint: e}
+	keys := requestKeys[e]
+	if keys == nil {
+		return req, &RequestError{"unknown endpoint " + string(e), "", CodeInvalidJSON}
+	}
 	var spans [4]jsonscan.Span
-	object, ok := jsonscan.Members(body, chatKeys, spans[:])
+	object, ok := jsonscan.Members(body, keys, spans[:])
 	if !ok {
 		return req, invalidJSON(body)
 	}
 	if !object {
 		return req, &RequestError{"request body must be a JSON object", "", CodeInvalidJSON}
 	}
-	model, messages, stream, options := spans[0], spans[1], spans[2], spans[3]
+	model, required, stream, options := spans[0], spans[1], spans[2], spans[3]
 	if !model.Found() || body[model.Start] != '"' || model.End-model.Start <= 2 {
 		return req, &RequestError{`you must provide a model parameter (a string under the key "model")`, "model", CodeMissingParam}
 	}
@@ -71,10 +91,16 @@ func ParseChatRequest(body []byte) (ChatRequest, error) {
 		}
 		req.Model = name
 	}
-	if !messages.Found() || body[messages.Start] != '[' {
-		return req, &RequestError{"you must provide a messages parameter (an array)", "messages", CodeMissingParam}
+	if name, start := e.required(); name != "" {
+		if !required.Found() || body[required.Start] == 'n' || (start != 0 && body[required.Start] != start) {
+			msg := "you must provide a " + name + " parameter"
+			if start == '[' {
+				msg += " (an array)"
+			}
+			return req, &RequestError{msg, name, CodeMissingParam}
+		}
 	}
-	if stream.Found() {
+	if stream.Found() && e.Streams() {
 		switch string(body[stream.Start:stream.End]) {
 		case "true":
 			req.Stream = true
@@ -130,7 +156,7 @@ func RewriteModel(body []byte, model string) ([]byte, error) {
 // be counted) by adding "stream_options":{"include_usage":true} to a body
 // that has no stream_options (req.StreamOptions is zero). The proxy strips
 // the usage from the client's stream again.
-func WithIncludeUsage(body []byte, req *ChatRequest) []byte {
+func WithIncludeUsage(body []byte, req *Request) []byte {
 	if req.StreamOptions.Found() {
 		return body
 	}

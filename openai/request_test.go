@@ -244,3 +244,49 @@ func topLevel(body []byte, key string) (start, end int, ok bool) {
 	}
 	return sp[0].Start, sp[0].End, true
 }
+
+func TestParseRequestPerEndpoint(t *testing.T) {
+	cases := []struct {
+		name   string
+		ep     Endpoint
+		body   string
+		stream bool
+		param  string // the *RequestError's param; "" = accepted
+	}{
+		{"chat", Chat, `{"model":"m","messages":[],"stream":true}`, true, ""},
+		{"chat without messages", Chat, `{"model":"m","input":"x"}`, false, "messages"},
+		{"chat messages not an array", Chat, `{"model":"m","messages":"hi"}`, false, "messages"},
+		{"completions", Completions, `{"model":"m","prompt":["a","b"],"stream":true}`, true, ""},
+		{"completions without prompt", Completions, `{"model":"m","messages":[]}`, false, "prompt"},
+		{"embeddings string", Embeddings, `{"model":"m","input":"hello"}`, false, ""},
+		{"embeddings array", Embeddings, `{"model":"m","input":["a","b"],"dimensions":8}`, false, ""},
+		{"embeddings null input", Embeddings, `{"model":"m","input":null}`, false, "input"},
+		{"embeddings stream ignored", Embeddings, `{"model":"m","input":"x","stream":"yes"}`, false, ""},
+		{"responses without input", Responses, `{"model":"m","previous_response_id":"resp_1","stream":true}`, true, ""},
+		{"responses without model", Responses, `{"input":"hi"}`, false, "model"},
+		{"responses bad stream", Responses, `{"model":"m","stream":1}`, false, "stream"},
+		{"unknown endpoint", Endpoint("images/generations"), `{"model":"m"}`, false, "-"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req, err := ParseRequest(c.ep, []byte(c.body))
+			var re *RequestError
+			switch {
+			case c.param == "" && err != nil:
+				t.Fatalf("ParseRequest: %v", err)
+			case c.param == "-":
+				if !errors.As(err, &re) {
+					t.Fatalf("err = %v, want a *RequestError", err)
+				}
+			case c.param != "":
+				if !errors.As(err, &re) || re.Param != c.param {
+					t.Fatalf("err = %#v, want a *RequestError on %q", err, c.param)
+				}
+			default:
+				if req.Model != "m" || req.Stream != c.stream || req.Endpoint != c.ep {
+					t.Fatalf("got %+v", req)
+				}
+			}
+		})
+	}
+}

@@ -102,7 +102,7 @@ func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResu
 func (s *Server) tryOnce(c *call, u *upstream.Client, model string, body []byte) *attemptResult {
 	start := time.Now()
 	r := &attemptResult{u: u, model: model, start: start}
-	req := upstream.Request{Body: body, Stream: c.req.Stream, RequestID: c.rid, MaxBody: c.st.cfg.MaxResponseBytes}
+	req := upstream.Request{Endpoint: c.req.Endpoint, Body: body, Stream: c.req.Stream, RequestID: c.rid, MaxBody: c.st.cfg.MaxResponseBytes}
 	if c.header != nil {
 		req.ClientHeaders = c.header // a nil pointer in the interface would not be nil
 	}

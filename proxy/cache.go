@@ -79,12 +79,25 @@ func scopedKey(key, ns, scope string) string {
 	return ns + ":" + scope + key[len(ns):]
 }
 
+// taggedKey puts an endpoint's tag into a cache key made with namespace
+// ns, after the namespace: "<ns>:<tag>:v1:<hash>", so the same body sent
+// to two endpoints (an embeddings and a responses request can be the same
+// JSON) never shares an entry. An empty tag (chat) returns key as it is.
+// A tag is a word, never hex nor "v1", so a tagged key never equals a
+// scoped one (see scopedKey) nor a quota counter.
+func taggedKey(key, ns, tag string) string {
+	if tag == "" || len(key) <= len(ns) || key[:len(ns)] != ns {
+		return key
+	}
+	return ns + ":" + tag + key[len(ns):]
+}
+
 // serveFromCache derives the request's cache key and answers from the cache
 // or from an identical request in flight. It returns false when the request
 // must go upstream; c.key is then set when the answer is to be stored, and
 // c.flight when this request leads a coalesced miss.
 func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
-	if s.cache == nil {
+	if s.cache == nil || !c.route.cache {
 		s.countCache(c, cacheBypass)
 		return false
 	}
@@ -97,13 +110,14 @@ func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
 	if custom := ctx.Request.Header.Peek("X-Cache-Key"); len(custom) > 0 {
 		// A name is the client's own, even when bodies are shared: another
 		// client must not read or overwrite it.
-		c.key = scopedKey(cachekey.FromText(ns, string(custom)), ns, c.scope)
+		c.key = scopedKey(taggedKey(cachekey.FromText(ns, string(custom)), ns, c.route.keyTag), ns, c.scope)
 	} else {
 		key, err := s.keys.Derive(ns, c.body)
 		if err != nil { // encoding/json accepted what the canonicalizer refuses: duplicate keys, invalid UTF-8, lone surrogates, depth
 			s.countCache(c, cacheBypass)
 			return false
 		}
+		key = taggedKey(key, ns, c.route.keyTag)
 		if !c.st.cfg.Cache.SharedAcrossKeys {
 			key = scopedKey(key, ns, c.scope)
 		}
@@ -171,6 +185,9 @@ func (s *Server) serveEntry(ctx *fasthttp.RequestCtx, c *call, raw []byte, resul
 		return false
 	}
 	body, contentType := e.Body, e.ContentType
+	if c.req.Endpoint != openai.Chat && e.Stream != c.req.Stream {
+		return false // only chat answers convert between a stream and a plain answer
+	}
 	switch {
 	case c.req.Stream && e.Stream:
 		if !c.req.IncludeUsage {

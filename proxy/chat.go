@@ -20,12 +20,13 @@ import (
 // streams much earlier.
 const maxStreamDuration = 30 * time.Minute
 
-// call is one chat request on its way through the handler.
+// call is one API request on its way through the handler.
 type call struct {
+	route *apiRoute
 	rid   string
 	start time.Time
 	body  []byte // the client's body (valid until the handler returns)
-	req   openai.ChatRequest
+	req   openai.Request
 	// header is the client's request headers (valid until the handler
 	// returns), for the upstreams' forward_headers.
 	header    *fasthttp.RequestHeader
@@ -45,12 +46,15 @@ type call struct {
 	handedOff bool // a stream relay finishes the request when it ends
 }
 
-func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
+// handleAPI serves a JSON API request (chat, legacy completions,
+// embeddings, responses): admission, the cache, then the upstreams that
+// serve the endpoint and the model.
+func (s *Server) handleAPI(ctx *fasthttp.RequestCtx, start time.Time, r *apiRoute) {
 	s.requests.Add(1)
 	inflight.Inc()
 	defer inflight.Dec()
 	st := s.st.Load()
-	c := &call{rid: s.requestID(ctx), start: start, st: st, xcache: cacheBypass}
+	c := &call{route: r, rid: s.requestID(ctx), start: start, st: st, xcache: cacheBypass}
 	ctx.Response.Header.Set("X-Request-Id", c.rid)
 	defer func() {
 		if !c.finished && !c.handedOff {
@@ -70,7 +74,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, start time.Time) {
 		return
 	}
 	body := ctx.PostBody()
-	req, err := openai.ParseChatRequest(body)
+	req, err := openai.ParseRequest(r.ep, body)
 	if err != nil {
 		e := err.(*openai.RequestError)
 		writeError(ctx, fasthttp.StatusBadRequest, e.Message, typeInvalidRequest, e.Param, e.Code)
@@ -113,6 +117,7 @@ func isJSONType(ct []byte) bool {
 // exclusions are the upstreams that serve a request's model but were left
 // out of its ranking, and why.
 type exclusions struct {
+	byEndpoint   []string // serve the model, not the endpoint
 	unconfigured []string // no API key
 	param        string   // a param every other one of them cannot serve
 	byParam      []string // left out for param
@@ -126,6 +131,10 @@ func (s *Server) targets(st *state, c *call, dst []policy.Target) (targets []pol
 	for _, u := range st.upstreams {
 		m, ok := u.Model(c.req.Model)
 		if !ok {
+			continue
+		}
+		if !u.Serves(c.req.Endpoint) {
+			ex.byEndpoint = append(ex.byEndpoint, u.Name)
 			continue
 		}
 		if !u.Configured() {
@@ -157,6 +166,11 @@ func (s *Server) answerNoTarget(ctx *fasthttp.RequestCtx, c *call, ex exclusions
 		writeError(ctx, fasthttp.StatusServiceUnavailable,
 			fmt.Sprintf("no upstream serving %q has an API key configured (unconfigured: %s)", model, strings.Join(ex.unconfigured, ", ")),
 			typeServer, "", codeNoUpstream)
+	case len(ex.byEndpoint) > 0:
+		writeError(ctx, fasthttp.StatusNotFound,
+			fmt.Sprintf("the model %q is not served on /v1/%s by any configured upstream (the upstreams serving it, %s, do not list %s in their endpoints)",
+				model, c.req.Endpoint, strings.Join(ex.byEndpoint, ", "), c.req.Endpoint),
+			typeInvalidRequest, "model", codeModelNotFound)
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("the model %q is not served by any configured upstream", model), typeInvalidRequest, "model", codeModelNotFound)
 	}
@@ -172,7 +186,7 @@ func upstreamBody(c *call, u *upstream.Client, model string) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if c.req.Stream {
+	if c.req.Stream && (c.req.Endpoint == openai.Chat || c.req.Endpoint == openai.Completions) {
 		body = openai.WithIncludeUsage(body, &c.req)
 	}
 	if u.DropParams() {

@@ -173,7 +173,7 @@ func (s *Server) logRequest(c *call, status int, streamErr string) {
 	}
 	attrs := []slog.Attr{
 		slog.String("request_id", c.rid),
-		slog.String("route", routeChat),
+		slog.String("route", c.route.label),
 		slog.Int("status", status),
 		slog.String("model", truncate(c.req.Model, 100)),
 		slog.Bool("stream", c.req.Stream),
@@ -208,7 +208,9 @@ func appendRequestLine(b []byte, now time.Time, level slog.Level, c *call, statu
 	b = append(b, level.String()...)
 	b = append(b, `","msg":"request","request_id":`...)
 	b = openai.AppendString(b, c.rid)
-	b = append(b, `,"route":"`+routeChat+`","status":`...)
+	b = append(b, `,"route":"`...)
+	b = append(b, c.route.label...)
+	b = append(b, `","status":`...)
 	b = strconv.AppendInt(b, int64(status), 10)
 	b = append(b, `,"model":`...)
 	b = openai.AppendString(b, truncate(c.req.Model, 100))

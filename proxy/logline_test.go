@@ -21,8 +21,8 @@ import (
 // lineCall is a request as the log sees it at its end.
 func lineCall(model string) *call {
 	return &call{
-		rid: "5125f147552f-42", start: time.Now().Add(-1234 * time.Microsecond),
-		req:    openai.ChatRequest{Model: model, Stream: true},
+		route: jsonRoutes["chat/completions"], rid: "5125f147552f-42", start: time.Now().Add(-1234 * time.Microsecond),
+		req:    openai.Request{Model: model, Stream: true},
 		xcache: cacheMiss, upstream: "groq_1",
 		ranked: []policy.Candidate{{Name: "groq_1", Score: 0.912}, {Name: "hf_1", Score: 0.871}},
 		tried:  []attempt{{upstream: "hf_1", breakerOpen: true}, {upstream: "groq_1", outcome: verdict.OK}},

@@ -288,13 +288,14 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 		path = path[len("/openai"):]
 	}
 	switch {
-	case withAPI && (string(path) == "/v1/chat/completions" || string(path) == "/chat/completions"):
-		route = routeChat
+	case withAPI && jsonRoutes[string(apiPath(path))] != nil:
+		r := jsonRoutes[string(apiPath(path))]
+		route = r.label
 		if !ctx.IsPost() {
 			s.methodNotAllowed(ctx, "POST")
 			return
 		}
-		s.handleChat(ctx, start)
+		s.handleAPI(ctx, start, r)
 	case withAPI && (string(path) == "/v1/models" || string(path) == "/models"):
 		route = routeModels
 		st, ok := s.modelsRequest(ctx)

@@ -31,6 +31,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"switchyard/config"
+	"switchyard/openai"
 	"switchyard/verdict"
 )
 
@@ -72,7 +73,7 @@ type Client struct {
 	Priority int
 
 	cfg        config.Upstream
-	chatURI    string
+	uris       map[openai.Endpoint]string // the endpoints this upstream serves, by endpoint
 	modelsURI  string
 	host       string
 	authHeader string
@@ -107,9 +108,19 @@ func New(u config.Upstream) (*Client, error) {
 		Provider:  u.Provider,
 		Priority:  u.Priority,
 		cfg:       u,
-		chatURI:   base + "/chat/completions",
+		uris:      map[openai.Endpoint]string{},
 		modelsURI: base + "/models",
 		host:      pu.Host,
+	}
+	eps := u.Endpoints
+	if eps == nil { // a config that never went through Parse: the provider's
+		eps = config.DefaultEndpoints[u.Provider]
+		if eps == nil {
+			eps = []string{string(openai.Chat)}
+		}
+	}
+	for _, e := range eps {
+		c.uris[openai.Endpoint(e)] = base + "/" + e
 	}
 	if u.APIKey != "" {
 		c.authHeader = "Bearer " + u.APIKey
@@ -207,6 +218,12 @@ func validHeaderText[T string | []byte](s T) bool {
 		}
 	}
 	return true
+}
+
+// Serves reports whether this upstream serves endpoint e (its endpoints).
+func (c *Client) Serves(e openai.Endpoint) bool {
+	_, ok := c.uris[e]
+	return ok
 }
 
 // Configured reports whether the upstream has an API key.
@@ -357,7 +374,12 @@ func (t *connTable) get(id connID) *idleConn {
 
 // Request is one attempt's input.
 type Request struct {
-	// Body is the JSON body to send, model already rewritten. It must stay
+	// Endpoint is where the body goes (base_url + "/" + endpoint); the zero
+	// value means chat completions. It must be one the upstream serves.
+	Endpoint openai.Endpoint
+	// ContentType is the body's Content-Type; "" means application/json.
+	ContentType string
+	// Body is the body to send, model already rewritten. It must stay
 	// unchanged until Do returns (and, for streams, until the stream is
 	// closed).
 	Body []byte
@@ -413,9 +435,21 @@ func (c *Client) Do(r *Request) (*Response, error) {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	req.Header.SetMethod(fasthttp.MethodPost)
-	req.SetRequestURI(c.chatURI)
+	e := r.Endpoint
+	if e == "" {
+		e = openai.Chat
+	}
+	uri, served := c.uris[e]
+	if !served {
+		return nil, fmt.Errorf("upstream %s: does not serve %s (endpoints)", c.Name, e)
+	}
+	req.SetRequestURI(uri)
 	c.setHeaders(&req.Header, r.ClientHeaders)
-	req.Header.SetContentType("application/json")
+	if r.ContentType != "" {
+		req.Header.SetContentType(r.ContentType)
+	} else {
+		req.Header.SetContentType("application/json")
+	}
 	if r.Stream {
 		req.Header.Set("Accept", "text/event-stream")
 	} else {

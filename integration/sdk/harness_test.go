@@ -75,10 +75,19 @@ func newUpstream(t *testing.T) (*httptest.Server, string) {
 	return srv, srv.URL + "/v1"
 }
 
+// fakeRoutes are the fake upstream's other endpoints (responses,
+// embeddings, audio), by path: each test file that drives one registers its
+// handler in an init func, with the provider documentation it mimics.
+var fakeRoutes = map[string]http.HandlerFunc{}
+
 // groqLike answers /v1/chat/completions the way Groq does: a plain
 // chat.completion, an SSE stream (one delta per event, streamDelay apart), or
 // a 400 invalid_request_error for "n" > 1.
 func groqLike(w http.ResponseWriter, r *http.Request) {
+	if h, ok := fakeRoutes[r.URL.Path]; ok && r.Method == http.MethodPost {
+		h(w, r)
+		return
+	}
 	if r.Method != http.MethodPost || r.URL.Path != "/v1/chat/completions" {
 		writeErr(w, 404, "Unknown request URL: "+r.Method+" "+r.URL.Path, "invalid_request_error", "unknown_url")
 		return

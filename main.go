@@ -215,6 +215,7 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger, logOut 
 	srv, err := proxy.New(proxy.Options{
 		Config: cfg, Upstreams: clients, Policy: pol, Cache: be.store, CacheBackend: be.name,
 		IsMiss: func(err error) bool { return errors.Is(err, cache.ErrMiss) },
+		Leases: sharedLeases(be),
 		Logger: log, LogOutput: logOut, Version: version,
 	})
 	if err != nil {
@@ -359,4 +360,14 @@ type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
 	l.log.Debug("fasthttp", "msg", fmt.Sprintf(format, args...))
+}
+
+// sharedLeases is the store replicas coalesce identical misses through:
+// memcached when configured; nil (in-process coalescing only) with the
+// embedded cache, which no other replica sees.
+func sharedLeases(be backends) proxy.Leases {
+	if m, ok := be.counter.(*cache.Memcached); ok {
+		return m
+	}
+	return nil
 }

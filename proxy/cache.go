@@ -143,21 +143,48 @@ func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
 	f, leader := s.flights.join(c.key)
 	if leader {
 		c.flight = f
+		if s.leases != nil && c.ttl > 0 && s.awaitLease(ctx, c, f) {
+			return true // another replica's answer
+		}
 		s.countCache(c, cacheMiss)
 		return false
 	}
-	t := time.NewTimer(coalesceWait)
-	defer t.Stop()
-	select {
-	case <-f.done:
-		if f.entry != nil && s.serveEntry(ctx, c, f.entry, cacheCoalesced) {
-			coalescedTotal.Inc()
-			return true
-		}
-	case <-t.C:
+	if s.follow(ctx, c, f) {
+		return true
 	}
 	s.countCache(c, cacheMiss)
 	return false
+}
+
+// follow waits for the identical request leading flight f, and answers
+// with its result: its entry, or for a stream request (first_event
+// commit) its stream as it goes (see liveStream). false: the leader got
+// no answer to share (or took longer than coalesceWait), and the request
+// goes upstream itself.
+func (s *Server) follow(ctx *fasthttp.RequestCtx, c *call, f *flight) bool {
+	var live <-chan struct{}
+	if c.req.Stream && !c.complete {
+		live = f.live
+	}
+	t := time.NewTimer(coalesceWait)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.done:
+			if f.entry != nil && s.serveEntry(ctx, c, f.entry, cacheCoalesced) {
+				coalescedTotal.Inc()
+				return true
+			}
+			return false
+		case <-live:
+			if s.followLive(ctx, c, f.share) {
+				return true
+			}
+			live = nil // past the log's bound: wait for the entry
+		case <-t.C:
+			return false
+		}
+	}
 }
 
 func (s *Server) countCache(c *call, result string) {
@@ -248,6 +275,10 @@ func (s *Server) store(c *call, stream bool, body []byte, contentType, upstreamN
 		Stream: stream, Body: body, ContentType: contentType,
 		Upstream: upstreamName, StoredAt: time.Now(),
 	})
+	var l lease
+	if c.flight != nil {
+		l, c.flight.lease = c.flight.lease, lease{} // released once the entry is stored, for the waiting replicas
+	}
 	s.finishFlight(c, e)
 	select {
 	case s.storeSem <- struct{}{}:
@@ -257,9 +288,13 @@ func (s *Server) store(c *call, stream bool, body []byte, contentType, upstreamN
 				cacheResults["error"].Inc()
 				s.log.Debug("cache store", "err", err)
 			}
+			s.releaseLease(l)
 		}(c.key, c.ttl)
 	default:
 		cacheStoreDrops.Inc() // the backend is slower than the traffic: skip, don't queue
+		if l.held() {
+			go s.releaseLease(l)
+		}
 	}
 }
 
@@ -267,6 +302,11 @@ func (s *Server) store(c *call, stream bool, body []byte, contentType, upstreamN
 type flight struct {
 	done  chan struct{}
 	entry []byte // the encoded entry; nil when the leader got no cacheable answer
+	// live is closed when the leader's stream starts to be relayed and
+	// share can be followed (see liveStream); it may never be.
+	live  chan struct{}
+	share *liveStream
+	lease lease // the cross-replica lease the leader holds, if any (see awaitLease)
 }
 
 func (f *flights) join(key string) (*flight, bool) {
@@ -275,7 +315,7 @@ func (f *flights) join(key string) (*flight, bool) {
 	if fl, ok := f.m[key]; ok {
 		return fl, false
 	}
-	fl := &flight{done: make(chan struct{})}
+	fl := &flight{done: make(chan struct{}), live: make(chan struct{})}
 	f.m[key] = fl
 	return fl, true
 }
@@ -295,4 +335,7 @@ func (s *Server) finishFlight(c *call, entry []byte) {
 	s.flights.mu.Unlock()
 	fl.entry = entry
 	close(fl.done)
+	if fl.lease.held() { // no entry: the waiting replicas go upstream at once
+		go s.releaseLease(fl.lease)
+	}
 }

@@ -81,7 +81,9 @@ func (s *Server) watchDisconnects() {
 		}
 		w.mu.Unlock()
 		for _, r := range silent {
-			if peerClosed(r.conn) {
+			// A live stream's upstream is cut for its leader's client only
+			// while no follower shares it (see liveStream).
+			if (r.share == nil || r.share.soloLeader()) && peerClosed(r.conn) {
 				r.r.resp.Stream.Abort(errClientGone)
 			}
 		}

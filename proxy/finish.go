@@ -28,6 +28,9 @@ type outcomeResult struct {
 	streamErr, clientErr error
 	usage                openai.Usage
 	chars                int64
+	// onEnd, when set, is called with the log line's status and error
+	// instead of writing it (a live stream's leader: see liveStream).
+	onEnd func(status int, logErr string)
 }
 
 // finish is the one end of every request an upstream served, plain or
@@ -47,6 +50,10 @@ func (s *Server) finish(c *call, r *attemptResult, o outcomeResult) {
 		s.store(c, o.stream, o.entry, o.contentType, r.u.Name)
 	}
 	s.finishFlight(c, nil)
+	if o.onEnd != nil {
+		o.onEnd(status, logErr)
+		return
+	}
 	s.logRequest(c, status, logErr)
 }
 

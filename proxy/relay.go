@@ -61,6 +61,12 @@ type relay struct {
 	teeOverrun bool
 	usage      openai.Usage
 	chars      int64
+
+	// share, when the request leads a coalesced miss, is the stream as
+	// its followers see it: the relay's reading state is then shared, and
+	// the upstream is read by whichever client has caught up (see
+	// liveStream). Nil: the relay alone reads and writes.
+	share *liveStream
 }
 
 // startRelay answers a committed stream. A plain JSON answer to a stream
@@ -92,6 +98,9 @@ func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, r *attemptResult)
 	}
 	if c.st.policyNeedsChars(r.u.Name) {
 		rel.prompt = openai.PromptChars(c.body)
+	}
+	if c.flight != nil {
+		rel.share = newLiveStream(s, rel, c.flight)
 	}
 	c.body, c.header = nil, nil // not valid once the handler returns
 	if rel.st != nil {
@@ -137,6 +146,10 @@ func (r *relay) SupportsBodyWriteTo() bool { return true }
 // event). An event is written from the upstream's buffer without a copy
 // when it is alone. A non-nil error aborts the response (see relay).
 func (r *relay) WriteTo(w io.Writer) (int64, error) {
+	if sh := r.share; sh != nil {
+		sh.publish()
+		return sh.writeTo(sh.leader, w)
+	}
 	var written int64
 	var batch *[]byte // from batchPool while events are being packed
 	release := func() {
@@ -202,6 +215,10 @@ func (r *relay) ready() bool {
 // Read implements io.Reader (SetBodyStream wants one); fasthttp uses
 // WriteTo.
 func (r *relay) Read(p []byte) (int, error) {
+	if sh := r.share; sh != nil {
+		sh.publish()
+		return sh.readInto(sh.leader, p)
+	}
 	for len(r.cur) == 0 {
 		if r.abort != nil {
 			return 0, r.abort
@@ -347,6 +364,11 @@ func (r *relay) closeUpstream(err error) {
 }
 
 func (r *relay) keep(ev []byte) {
+	if r.share != nil {
+		// The log is the tee while it holds the whole stream.
+		r.tee, r.teeOverrun = r.share.log.append(ev)
+		return
+	}
 	if r.teeOverrun || r.c.key == "" {
 		return
 	}
@@ -360,6 +382,19 @@ func (r *relay) keep(ev []byte) {
 // CloseWithError is called once by fasthttp when the response is done; err
 // is the client write error (the client went away) or nil.
 func (r *relay) CloseWithError(err error) error {
+	if r.share != nil {
+		r.share.leaderClosed(err) // the stream ends on its own (see liveStream)
+		return nil
+	}
+	r.closeStream(err)
+	return nil
+}
+
+// closeStream ends the upstream stream and the request: the breaker
+// record, the metrics, the cache entry when the stream is complete, the
+// flight, the log line. err is how the client's response ended (nil: it
+// got everything), or for a live stream how the stream did.
+func (r *relay) closeStream(err error) {
 	r.s.unwatch(r)
 	if st := r.st; st != nil {
 		r.st = nil
@@ -385,8 +420,10 @@ func (r *relay) CloseWithError(err error) error {
 	if r.streamErr == nil && err == nil && !r.sawDone {
 		o.clientErr = errStreamNotFinished
 	}
+	if r.share != nil {
+		o.onEnd = r.share.streamLogged // the leader's line also waits for its client
+	}
 	r.s.finish(r.c, r.r, o)
-	return nil
 }
 
 var errStreamNotFinished = errors.New("stream not finished")

@@ -58,6 +58,10 @@ type Options struct {
 	// IsMiss tells a cache miss from a backend error (e.g. errors.Is(err,
 	// cache.ErrMiss)). Nil treats every error as a miss.
 	IsMiss func(error) bool
+	// Leases, the store every replica shares (memcached), coalesces
+	// identical misses across replicas (see awaitLease). Nil: coalescing
+	// stays within the process (the embedded cache).
+	Leases Leases
 	// Logger receives the proxy's log lines and sets the level of the
 	// request lines. Default slog.Default().
 	Logger *slog.Logger
@@ -160,6 +164,7 @@ type Server struct {
 	cache    Cache
 	backend  string
 	isMiss   func(error) bool
+	leases   Leases // nil: no coalescing across replicas
 	log      *slog.Logger
 	logOut   io.Writer // the request line's output, when encoded here
 	version  string
@@ -191,6 +196,7 @@ func New(o Options) (*Server, error) {
 		cache:    o.Cache,
 		backend:  o.CacheBackend,
 		isMiss:   o.IsMiss,
+		leases:   o.Leases,
 		log:      o.Logger,
 		logOut:   o.LogOutput,
 		version:  o.Version,

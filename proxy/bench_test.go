@@ -371,6 +371,44 @@ func BenchmarkSSERelay(b *testing.B) {
 	}
 }
 
+// BenchmarkSSERelayMiss is BenchmarkSSERelay for a stream that misses
+// the cache: it leads its flight, so followers could share it live, and
+// it is stored. Each request names its own entry (X-Cache-Key), so every
+// one is a miss with no follower: the single-client cost of a coalescable
+// stream.
+func BenchmarkSSERelayMiss(b *testing.B) {
+	for _, mode := range []string{"burst", "flushed"} {
+		for _, n := range []int{1, 100} {
+			b.Run(fmt.Sprintf("%s/events=%d", mode, n), func(b *testing.B) {
+				up := startBenchUpstreamMode(b, n, mode == "flushed")
+				h, _ := newBenchServer(b, up.addr(), slog.LevelWarn)
+				ctx := benchCtx(benchRequestBody(true))
+				key := 0
+				run := func(w io.Writer) {
+					key++
+					ctx.Request.Header.Set("X-Cache-Key", strconv.Itoa(key))
+					ctx.Response.Reset()
+					h(ctx)
+					if err := ctx.Response.BodyWriteTo(w); err != nil {
+						b.Fatal(err)
+					}
+				}
+				var out bytes.Buffer
+				run(&out)
+				checkAnswer(b, ctx, "MISS")
+				if got := bytes.Count(out.Bytes(), []byte("data: ")); got != n+1 || !bytes.HasSuffix(out.Bytes(), []byte("data: [DONE]\n\n")) {
+					b.Fatalf("relayed %d data events (want %d and [DONE]):\n%s", got, n+1, out.Bytes())
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					run(io.Discard)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+			})
+		}
+	}
+}
+
 // BenchmarkProxiedParallel runs BenchmarkProxied's request from 16
 // goroutines per CPU, each with its own RequestCtx: with -mutexprofile it
 // shows lock contention in the shared bookkeeping (policy, metrics, cache).

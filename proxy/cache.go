@@ -164,7 +164,7 @@ func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
 func (s *Server) follow(ctx *fasthttp.RequestCtx, c *call, f *flight) bool {
 	var live <-chan struct{}
 	if c.req.Stream && !c.complete {
-		live = f.live
+		live = s.flights.liveChan(f)
 	}
 	t := time.NewTimer(coalesceWait)
 	defer t.Stop()
@@ -302,11 +302,38 @@ func (s *Server) store(c *call, stream bool, body []byte, contentType, upstreamN
 type flight struct {
 	done  chan struct{}
 	entry []byte // the encoded entry; nil when the leader got no cacheable answer
-	// live is closed when the leader's stream starts to be relayed and
-	// share can be followed (see liveStream); it may never be.
-	live  chan struct{}
-	share *liveStream
-	lease lease // the cross-replica lease the leader holds, if any (see awaitLease)
+	// share is the leader's stream as followers see it (see liveStream),
+	// once published: its response started. live, made by the first
+	// follower that waits for it, is closed then. Both are guarded by
+	// flights.mu.
+	share     *liveStream
+	published bool
+	live      chan struct{}
+	lease     lease // the cross-replica lease the leader holds, if any (see awaitLease)
+}
+
+// liveChan returns a channel closed once f's stream can be followed (at
+// once if it can now).
+func (f *flights) liveChan(fl *flight) <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fl.live == nil {
+		fl.live = make(chan struct{})
+		if fl.published {
+			close(fl.live)
+		}
+	}
+	return fl.live
+}
+
+// publish makes fl's stream one its followers can follow.
+func (f *flights) publish(fl *flight) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fl.published = true
+	if fl.live != nil {
+		close(fl.live)
+	}
 }
 
 func (f *flights) join(key string) (*flight, bool) {
@@ -315,7 +342,7 @@ func (f *flights) join(key string) (*flight, bool) {
 	if fl, ok := f.m[key]; ok {
 		return fl, false
 	}
-	fl := &flight{done: make(chan struct{}), live: make(chan struct{})}
+	fl := &flight{done: make(chan struct{})}
 	f.m[key] = fl
 	return fl, true
 }

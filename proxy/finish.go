@@ -28,9 +28,11 @@ type outcomeResult struct {
 	streamErr, clientErr error
 	usage                openai.Usage
 	chars                int64
-	// onEnd, when set, is called with the log line's status and error
-	// instead of writing it (a live stream's leader: see liveStream).
-	onEnd func(status int, logErr string)
+	// logTo, when set, gets the log line's status and error instead of
+	// the line being written (a live stream's leader: see liveStream).
+	logTo interface {
+		requestDone(status int, logErr string)
+	}
 }
 
 // finish is the one end of every request an upstream served, plain or
@@ -50,8 +52,8 @@ func (s *Server) finish(c *call, r *attemptResult, o outcomeResult) {
 		s.store(c, o.stream, o.entry, o.contentType, r.u.Name)
 	}
 	s.finishFlight(c, nil)
-	if o.onEnd != nil {
-		o.onEnd(status, logErr)
+	if o.logTo != nil {
+		o.logTo.requestDone(status, logErr)
 		return
 	}
 	s.logRequest(c, status, logErr)

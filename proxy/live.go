@@ -33,8 +33,8 @@ var errTooSlow = errors.New("client fell too far behind the stream")
 type liveStream struct {
 	s      *Server
 	rel    *relay // the leader's relay: the upstream state, read under the log's reader role
-	log    *streamLog
-	leader *consumer // the leader's client
+	log    streamLog
+	leader consumer // the leader's client
 	fl     *flight
 	// published: the leader's response started (the handler returned):
 	// the stream is offered to followers.
@@ -54,15 +54,15 @@ type liveStream struct {
 
 // consumer is one client draining a liveStream.
 type consumer struct {
-	rd *logReader
+	rd logReader
 	// strip: the client did not ask for the usage the proxy asked the
 	// upstream for (see clientChunk).
 	strip        bool
 	conn         net.Conn
 	writeTimeout time.Duration
 	endBy        time.Time
-	scratch      []byte // the leader's own events, copied before another client reads on
-	cur          []byte // Read's unread bytes
+	scratch      *[]byte // the leader's own events, copied before another client reads on (from batchPool)
+	cur          []byte  // Read's unread bytes
 	finalSent    bool
 	reachedEnd   bool  // step returned the stream's end
 	writeErr     error // the client's write failed
@@ -78,9 +78,10 @@ func stripsUsage(c *call) bool {
 // newLiveStream makes rel's stream one that identical requests can
 // follow: fl's followers find it once the leader's response starts.
 func newLiveStream(s *Server, rel *relay, fl *flight) *liveStream {
-	sh := &liveStream{s: s, rel: rel, log: newStreamLog(maxTeeBytes), fl: fl}
-	rd, _ := sh.log.join()
-	sh.leader = &consumer{rd: rd, strip: stripsUsage(rel.c), conn: rel.conn, writeTimeout: rel.writeTimeout, endBy: rel.endBy}
+	sh := &liveStream{s: s, rel: rel, fl: fl}
+	sh.log.init(maxTeeBytes)
+	sh.log.add(&sh.leader.rd)
+	sh.leader.strip, sh.leader.conn, sh.leader.writeTimeout, sh.leader.endBy = stripsUsage(rel.c), rel.conn, rel.writeTimeout, rel.endBy
 	sh.parts.Store(2)
 	fl.share = sh
 	return sh
@@ -92,19 +93,19 @@ func newLiveStream(s *Server, rel *relay, fl *flight) *liveStream {
 func (sh *liveStream) publish() {
 	if !sh.published {
 		sh.published = true
-		close(sh.fl.live)
+		sh.s.flights.publish(sh.fl)
 	}
 }
 
 // soloLeader reports whether the leader's client is the stream's only
 // client: then it may cut the upstream when it goes away (see watcher).
-func (sh *liveStream) soloLeader() bool { return sh.log.only(sh.leader.rd) }
+func (sh *liveStream) soloLeader() bool { return sh.log.only(&sh.leader.rd) }
 
 // step returns the next bytes for cs's client; err is io.EOF after a
 // clean end, else the error its response aborts with.
 func (sh *liveStream) step(cs *consumer) ([]byte, error) {
 	for {
-		data, act, wake := sh.log.poll(cs.rd)
+		data, act, wake := sh.log.poll(&cs.rd)
 		switch act {
 		case logData:
 			if cs.strip {
@@ -162,17 +163,26 @@ func (sh *liveStream) wait(cs *consumer, wake <-chan struct{}) bool {
 // nothing here; it takes the events from the log.
 func (sh *liveStream) read(cs *consumer) []byte {
 	rel := sh.rel
-	leader := cs == sh.leader
-	cs.scratch = cs.scratch[:0]
+	leader := cs == &sh.leader
+	var out []byte
+	if leader {
+		if cs.scratch == nil {
+			cs.scratch = batchPool.Get().(*[]byte)
+		}
+		out = (*cs.scratch)[:0]
+	}
 	var last []byte
 	for {
 		last = rel.next()
 		if leader {
-			cs.scratch = append(cs.scratch, last...)
+			out = append(out, last...)
 		}
-		if rel.abort != nil || rel.done || !rel.ready() || len(cs.scratch) >= maxBatch {
+		if rel.abort != nil || rel.done || !rel.ready() || len(out) >= maxBatch {
 			break
 		}
+	}
+	if leader {
+		*cs.scratch = out
 	}
 	end := rel.abort != nil || rel.done
 	var final []byte
@@ -187,17 +197,14 @@ func (sh *liveStream) read(cs *consumer) []byte {
 	}
 	var rd *logReader
 	if leader {
-		rd = cs.rd
+		rd = &cs.rd
 		cs.finalSent = end && len(last) > 0
 	}
 	sh.log.release(rd, end, final, rel.abort)
 	if end {
 		sh.endStream(rel.abort)
 	}
-	if leader {
-		return cs.scratch
-	}
-	return nil
+	return out
 }
 
 // endStream ends the upstream stream once (see relay.closeStream), err
@@ -207,9 +214,9 @@ func (sh *liveStream) endStream(err error) {
 	sh.rel.closeStream(err)
 }
 
-// streamLogged is the stream's part of the leader's log line (finish's
-// onEnd).
-func (sh *liveStream) streamLogged(status int, msg string) {
+// requestDone is the stream's part of the leader's log line (see
+// outcomeResult.logTo).
+func (sh *liveStream) requestDone(status int, msg string) {
 	sh.srcStatus, sh.srcMsg = status, msg
 	if sh.parts.Add(-1) == 0 {
 		sh.logLeader()
@@ -220,7 +227,7 @@ func (sh *liveStream) streamLogged(status int, msg string) {
 // close error). The last client to leave before the end closes the
 // upstream.
 func (sh *liveStream) leave(cs *consumer, err error) {
-	if sh.log.leave(cs.rd) {
+	if sh.log.leave(&cs.rd) {
 		sh.rel.abort = errClientGone // the reader role is the caller's: see streamLog.leave
 		sh.log.release(nil, true, nil, errClientGone)
 		sh.endStream(errClientGone)
@@ -230,8 +237,13 @@ func (sh *liveStream) leave(cs *consumer, err error) {
 // leaderClosed is the relay's CloseWithError for a live stream: the
 // leader's client is done.
 func (sh *liveStream) leaderClosed(err error) {
-	cs := sh.leader
-	sh.leaderOK, sh.leaderErr = clientCompleted(cs, err, sh.log)
+	cs := &sh.leader
+	sh.leaderOK, sh.leaderErr = clientCompleted(cs, err, &sh.log)
+	if b := cs.scratch; b != nil && cap(*b) <= 2*maxBatch {
+		cs.scratch = nil
+		*b = (*b)[:0]
+		batchPool.Put(b)
+	}
 	sh.leave(cs, err)
 	if sh.parts.Add(-1) == 0 {
 		sh.logLeader()
@@ -316,23 +328,22 @@ type follower struct {
 	s  *Server
 	c  *call
 	sh *liveStream
-	cs *consumer
+	cs consumer
 }
 
 // followLive answers c by following fl's live stream, when it can still
 // be joined from its beginning. It returns false when it cannot: the
 // request then waits for the flight's entry.
 func (s *Server) followLive(ctx *fasthttp.RequestCtx, c *call, sh *liveStream) bool {
-	rd, ok := sh.log.join()
-	if !ok {
+	wt := c.st.cfg.WriteTimeout
+	f := &follower{s: s, c: c, sh: sh, cs: consumer{strip: stripsUsage(c), conn: ctx.Conn(), writeTimeout: wt,
+		endBy: time.Now().Add(maxStreamDuration)}}
+	if !sh.log.add(&f.cs.rd) {
 		return false
 	}
 	s.countCache(c, cacheCoalesced)
 	coalescedTotal.Inc()
-	wt := c.st.cfg.WriteTimeout
 	_ = ctx.SetWriteDeadline(time.Now().Add(wt))
-	f := &follower{s: s, c: c, sh: sh, cs: &consumer{rd: rd, strip: stripsUsage(c), conn: ctx.Conn(), writeTimeout: wt,
-		endBy: time.Now().Add(maxStreamDuration)}}
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.Response.Header.SetContentType("text/event-stream")
 	ctx.Response.Header.Set("X-Cache", cacheCoalesced)
@@ -348,16 +359,16 @@ func (s *Server) followLive(ctx *fasthttp.RequestCtx, c *call, sh *liveStream) b
 func (f *follower) SupportsBodyWriteTo() bool { return true }
 
 // WriteTo relays the stream to the follower's client.
-func (f *follower) WriteTo(w io.Writer) (int64, error) { return f.sh.writeTo(f.cs, w) }
+func (f *follower) WriteTo(w io.Writer) (int64, error) { return f.sh.writeTo(&f.cs, w) }
 
 // Read implements io.Reader (SetBodyStream wants one); fasthttp uses
 // WriteTo.
-func (f *follower) Read(p []byte) (int, error) { return f.sh.readInto(f.cs, p) }
+func (f *follower) Read(p []byte) (int, error) { return f.sh.readInto(&f.cs, p) }
 
 // CloseWithError is called once by fasthttp when the response is done.
 func (f *follower) CloseWithError(err error) error {
-	ok, why := clientCompleted(f.cs, err, f.sh.log)
-	f.sh.leave(f.cs, err)
+	ok, why := clientCompleted(&f.cs, err, &f.sh.log)
+	f.sh.leave(&f.cs, err)
 	_, logErr := f.sh.log.result()
 	status, msg := fasthttp.StatusOK, ""
 	switch {

@@ -148,7 +148,7 @@ func (r *relay) SupportsBodyWriteTo() bool { return true }
 func (r *relay) WriteTo(w io.Writer) (int64, error) {
 	if sh := r.share; sh != nil {
 		sh.publish()
-		return sh.writeTo(sh.leader, w)
+		return sh.writeTo(&sh.leader, w)
 	}
 	var written int64
 	var batch *[]byte // from batchPool while events are being packed
@@ -217,7 +217,7 @@ func (r *relay) ready() bool {
 func (r *relay) Read(p []byte) (int, error) {
 	if sh := r.share; sh != nil {
 		sh.publish()
-		return sh.readInto(sh.leader, p)
+		return sh.readInto(&sh.leader, p)
 	}
 	for len(r.cur) == 0 {
 		if r.abort != nil {
@@ -421,7 +421,7 @@ func (r *relay) closeStream(err error) {
 		o.clientErr = errStreamNotFinished
 	}
 	if r.share != nil {
-		o.onEnd = r.share.streamLogged // the leader's line also waits for its client
+		o.logTo = r.share // the leader's line also waits for its client
 	}
 	r.s.finish(r.c, r.r, o)
 }

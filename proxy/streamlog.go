@@ -35,6 +35,7 @@ type streamLog struct {
 	err             error  // nil: a clean end; else each client's response aborts after final
 	wake            chan struct{}
 	readers         []*logReader
+	readersBuf      [4]*logReader // readers' first array: most streams have one or two
 }
 
 // logReader is one client's position in a streamLog.
@@ -55,21 +56,34 @@ const (
 )
 
 func newStreamLog(limit int) *streamLog {
-	return &streamLog{limit: limit}
+	l := &streamLog{}
+	l.init(limit)
+	return l
+}
+
+// init readies a zero streamLog (one embedded in another struct).
+func (l *streamLog) init(limit int) {
+	l.limit = limit
+	l.readers = l.readersBuf[:0]
 }
 
 // join adds a client that starts from the beginning of the stream. It
 // fails once the beginning is gone (overrun), every client has left, or
 // the stream failed.
 func (l *streamLog) join() (*logReader, bool) {
+	rd := &logReader{}
+	return rd, l.add(rd)
+}
+
+// add is join for a reader the caller allocated (at position 0).
+func (l *streamLog) add(rd *logReader) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.overrun || l.closed || l.base != 0 || (l.ended && l.err != nil) {
-		return nil, false
+		return false
 	}
-	rd := &logReader{}
 	l.readers = append(l.readers, rd)
-	return rd, true
+	return true
 }
 
 // leave removes a client. It returns last = true when the client was the

@@ -1,0 +1,158 @@
+package proxy
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"switchyard/cache"
+	"switchyard/config"
+	"switchyard/upstream"
+)
+
+// fakeLeases is a Leases with function fields; nil ones act as a map.
+type fakeLeases struct {
+	mu      sync.Mutex
+	m       map[string][]byte
+	gets    int
+	GetFunc func(key string) ([]byte, error)
+}
+
+func (f *fakeLeases) Add(key string, value []byte, ttl time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.m[key]; ok {
+		return cache.ErrNotStored
+	}
+	f.m[key] = value
+	return nil
+}
+
+func (f *fakeLeases) Delete(key string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, key)
+	return nil
+}
+
+func (f *fakeLeases) Get(key string) ([]byte, error) {
+	f.mu.Lock()
+	f.gets++
+	get := f.GetFunc
+	v, ok := f.m[key]
+	f.mu.Unlock()
+	if get != nil {
+		return get(key)
+	}
+	if !ok {
+		return nil, cache.ErrMiss
+	}
+	return v, nil
+}
+
+func (f *fakeLeases) set(key string, v []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.m[key] = v
+}
+
+func leaseServer(l Leases) *Server {
+	return &Server{leases: l, isMiss: func(err error) bool { return errors.Is(err, cache.ErrMiss) }, log: slog.New(slog.DiscardHandler)}
+}
+
+func TestPollLease(t *testing.T) {
+	const key = "ns:v1:abc"
+	lk := leaseKey(key)
+	errDown := errors.New("memcached get: connection refused")
+	for _, tc := range []struct {
+		name   string
+		during func(f *fakeLeases) // after the wait started
+		get    func(key string) ([]byte, error)
+		wait   time.Duration // the deadline
+		want   string
+		entry  bool
+	}{
+		{name: "the holder stores its entry", during: func(f *fakeLeases) { f.set(key, []byte("entry")) },
+			wait: 5 * time.Second, want: leaseHit, entry: true},
+		{name: "the holder stores, then releases", during: func(f *fakeLeases) { f.set(key, []byte("entry")); _ = f.Delete(lk) },
+			wait: 5 * time.Second, want: leaseHit, entry: true},
+		{name: "the holder releases without an entry", during: func(f *fakeLeases) { _ = f.Delete(lk) },
+			wait: 5 * time.Second, want: leaseGone},
+		{name: "the lease outlives the wait", during: func(*fakeLeases) {}, wait: 300 * time.Millisecond, want: leaseTimeout},
+		{name: "memcached fails", get: func(string) ([]byte, error) { return nil, errDown }, wait: 5 * time.Second, want: leaseError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeLeases{m: map[string][]byte{lk: []byte("holder")}, GetFunc: tc.get}
+			s := leaseServer(f)
+			if tc.during != nil {
+				time.AfterFunc(100*time.Millisecond, func() { tc.during(f) })
+			}
+			start := time.Now()
+			raw, got := s.pollLease(key, lk, start.Add(tc.wait))
+			took := time.Since(start)
+			if got != tc.want || (raw != nil) != tc.entry {
+				t.Fatalf("pollLease: %q entry=%q, want %q (entry %v)", got, raw, tc.want, tc.entry)
+			}
+			// The change happens at 100ms, polls are at most 200ms apart:
+			// noticed long before the 5s deadline.
+			if tc.want != leaseTimeout && tc.want != leaseError && took > 2*time.Second {
+				t.Errorf("noticed after %v", took)
+			}
+			if tc.want == leaseTimeout && (took < tc.wait || took > tc.wait+2*time.Second) {
+				t.Errorf("gave up after %v, want the deadline %v", took, tc.wait)
+			}
+			f.mu.Lock()
+			gets := f.gets
+			f.mu.Unlock()
+			// 20ms, then 1.5 times longer, at most 200ms: a few polls of
+			// two gets each, not a busy loop.
+			if gets > 2*(int(took/leasePollFirst)+1) || (took > time.Second && gets > 30) {
+				t.Errorf("%d gets in %v", gets, took)
+			}
+		})
+	}
+}
+
+func TestLeaseTTL(t *testing.T) {
+	for _, tc := range []struct {
+		timeouts []time.Duration
+		want     time.Duration
+	}{
+		{[]time.Duration{60 * time.Second}, 60 * time.Second},
+		{[]time.Duration{5 * time.Second, 30 * time.Second, 10 * time.Second}, 30 * time.Second},
+		{[]time.Duration{1500 * time.Millisecond}, 2 * time.Second}, // memcached counts whole seconds: rounded up
+		{[]time.Duration{100 * time.Millisecond}, time.Second},
+		{[]time.Duration{10 * time.Minute}, coalesceWait}, // no wait is longer than coalescing's
+	} {
+		st := &state{}
+		for i, d := range tc.timeouts {
+			u, err := upstream.New(config.Upstream{Name: "u" + string(rune('a'+i)), Provider: "openai", BaseURL: "http://127.0.0.1:1/v1", APIKey: "k", Timeout: d})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.upstreams = append(st.upstreams, u)
+		}
+		if got := leaseTTL(st); got != tc.want {
+			t.Errorf("timeouts %v: lease TTL %v, want %v", tc.timeouts, got, tc.want)
+		}
+	}
+}
+
+func TestLeaseHeld(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		l    lease
+		want bool
+	}{
+		{"none", lease{}, false},
+		{"fresh", lease{key: "k:lease", until: time.Now().Add(10 * time.Second)}, true},
+		{"nearly expired: another replica may hold it", lease{key: "k:lease", until: time.Now().Add(100 * time.Millisecond)}, false},
+		{"expired", lease{key: "k:lease", until: time.Now().Add(-time.Second)}, false},
+	} {
+		if got := tc.l.held(); got != tc.want {
+			t.Errorf("%s: held %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -500,3 +500,124 @@ func TestCoalescedStreamLeaderNeverReads(t *testing.T) {
 		t.Errorf("upstream calls %d, want 1", up.Calls())
 	}
 }
+
+// TestCoalescedStreamPerClient: the clients of one live stream each get
+// it as they asked: the usage chunk only for those that asked
+// (stream_options.include_usage), the whole chat.completion for a plain
+// request, which waits for the entry.
+func TestCoalescedStreamPerClient(t *testing.T) {
+	up := newFake(t, sseHandler(streamScript{words: []string{"per ", "client ", "views"}, delay: 100 * time.Millisecond, usage: true}))
+	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	checkNoRace(t, p)
+	type result struct {
+		body   string
+		evs    []sseEvent
+		xcache string
+	}
+	get := func(body string, stream bool) result {
+		r := post(t, p.URL, body)
+		if !stream {
+			return result{body: string(readAll(t, r)), xcache: r.Header.Get("X-Cache")}
+		}
+		evs, err := readEvents(t, r)
+		if err != nil {
+			t.Errorf("reading a stream: %v", err)
+		}
+		return result{evs: evs, xcache: r.Header.Get("X-Cache")}
+	}
+	hasUsage := func(evs []sseEvent) bool {
+		for _, ev := range evs {
+			if strings.Contains(ev.data, `"usage":{`) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, leaderWantsUsage := range []bool{false, true} {
+		t.Run(fmt.Sprintf("leader include_usage=%v", leaderWantsUsage), func(t *testing.T) {
+			calls := up.Calls()
+			msgs := fmt.Sprintf(`"messages":[{"role":"user","content":"per client %v"}]`, leaderWantsUsage) // a key per run
+			plainBody := `{"model":"m",` + msgs + `}`
+			streamBody := `{"model":"m","stream":true,` + msgs + `}`
+			usageBody := `{"model":"m","stream":true,"stream_options":{"include_usage":true},` + msgs + `}`
+			leaderBody, otherBody := streamBody, usageBody
+			if leaderWantsUsage {
+				leaderBody, otherBody = usageBody, streamBody
+			}
+			leader := make(chan result, 1)
+			go func() { leader <- get(leaderBody, true) }()
+			for i := 0; up.Calls() == calls; i++ {
+				if i == 200 {
+					t.Fatal("the leader did not reach the upstream within 2s")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			other, plain := make(chan result, 1), make(chan result, 1)
+			go func() { other <- get(otherBody, true) }()
+			go func() { plain <- get(plainBody, false) }()
+			l, o, pl := <-leader, <-other, <-plain
+			if hasUsage(l.evs) != leaderWantsUsage || hasUsage(o.evs) == leaderWantsUsage {
+				t.Errorf("usage chunk: leader %v (asked %v), follower %v (asked %v)", hasUsage(l.evs), leaderWantsUsage, hasUsage(o.evs), !leaderWantsUsage)
+			}
+			lt, lok := streamText(l.evs)
+			ot, ook := streamText(o.evs)
+			if !lok || !ook || lt != "per client views" || ot != lt || o.xcache != "COALESCED" {
+				t.Errorf("leader %q (%v), follower %q (%v) X-Cache %q", lt, lok, ot, ook, o.xcache)
+			}
+			var c struct {
+				Object  string
+				Choices []struct{ Message struct{ Content string } }
+			}
+			if err := json.Unmarshal([]byte(pl.body), &c); err != nil || c.Object != "chat.completion" || len(c.Choices) != 1 ||
+				c.Choices[0].Message.Content != "per client views" || pl.xcache != "COALESCED" {
+				t.Errorf("plain follower: X-Cache %q, %s", pl.xcache, pl.body)
+			}
+			if up.Calls() != calls+1 {
+				t.Errorf("upstream calls %d, want 1", up.Calls()-calls)
+			}
+		})
+	}
+}
+
+// TestCoalescedStreamFailureReachesFollowers: the upstream fails after the
+// commit; the leader and its followers each get the events so far, then
+// the in-band error, and nothing is cached.
+func TestCoalescedStreamFailureReachesFollowers(t *testing.T) {
+	up := newFake(t, sseHandler(streamScript{words: []string{"cut ", "in ", "the ", "middle"}, delay: 100 * time.Millisecond, cutAfter: 3}))
+	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
+	checkNoRace(t, p)
+	body := `{"model":"m","stream":true,"messages":[{"role":"user","content":"a stream that fails"}]}`
+	const n = 3 // the leader and two followers
+	results := make(chan []sseEvent, n)
+	read := func() {
+		evs, _ := readEvents(t, post(t, p.URL, body)) // the body ends broken: an error is expected
+		results <- evs
+	}
+	go read()
+	for i := 0; up.Calls() == 0; i++ {
+		if i == 200 {
+			t.Fatal("the leader did not reach the upstream within 2s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for range n - 1 {
+		go read()
+	}
+	for range n {
+		evs := <-results
+		text, complete := streamText(evs)
+		if complete || text != "cut in the " || len(evs) == 0 || !strings.Contains(evs[len(evs)-1].data, `"error"`) {
+			t.Errorf("a client got %q (complete %v), last event %v: want the 3 events, then the in-band error", text, complete, evs)
+		}
+	}
+	if up.Calls() != 1 {
+		t.Errorf("upstream calls %d, want 1", up.Calls())
+	}
+	// Nothing was cached: the next request goes upstream.
+	up.SetHandler(sseHandler(streamScript{words: []string{"whole"}}))
+	r := post(t, p.URL, body)
+	readAll(t, r)
+	if r.Header.Get("X-Cache") != "MISS" || up.Calls() != 2 {
+		t.Errorf("after the failed stream: X-Cache %q, calls %d; want a MISS and a second call", r.Header.Get("X-Cache"), up.Calls())
+	}
+}

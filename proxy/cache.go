@@ -180,7 +180,7 @@ func (s *Server) follow(ctx *fasthttp.RequestCtx, c *call, f *flight) bool {
 			if s.followLive(ctx, c, f.share) {
 				return true
 			}
-			live = nil // past the log's bound: wait for the entry
+			live = nil // not from its start (past the log's bound, or failed): wait for the flight's end
 		case <-t.C:
 			return false
 		}

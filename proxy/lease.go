@@ -64,12 +64,12 @@ const (
 	leaseError   = "error"   // memcached failed: went upstream without waiting any further
 )
 
-var leaseResults = map[string]*metrics.Counter{}
-
-func init() {
-	for _, r := range []string{leaseTaken, leaseHit, leaseGone, leaseTimeout, leaseError} {
-		leaseResults[r] = metrics.NewCounter(`switchyard_cache_leases_total{result="` + r + `"}`)
-	}
+var leaseResults = map[string]*metrics.Counter{
+	leaseTaken:   metrics.NewCounter(`switchyard_cache_leases_total{result="taken"}`),
+	leaseHit:     metrics.NewCounter(`switchyard_cache_leases_total{result="hit"}`),
+	leaseGone:    metrics.NewCounter(`switchyard_cache_leases_total{result="gone"}`),
+	leaseTimeout: metrics.NewCounter(`switchyard_cache_leases_total{result="timeout"}`),
+	leaseError:   metrics.NewCounter(`switchyard_cache_leases_total{result="error"}`),
 }
 
 // lease is a lease a flight holds.

@@ -34,7 +34,8 @@ import (
 // {json}\n\n", no "event:" line), no [DONE]; a run that fails ends with
 // response.failed, whose response.error is {"code":"server_error",
 // "message"}; a plain answer is the final response object, a failed run
-// included (HTTP 200, "status":"failed").
+// included (HTTP 200, "status":"failed"). It is stateless too
+// (src/schemas.ts: previous_response_id and store are not supported).
 
 // respFake scripts a fake upstream's /v1/responses; its other paths answer
 // as okJSON does.

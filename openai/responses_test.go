@@ -300,3 +300,30 @@ func FuzzReadResponseEvent(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkReadResponseEvent reads a typical delta event (what most of a
+// stream is) and a response.completed event (once per stream, ~1 KB),
+// as the relay does for every event.
+func BenchmarkReadResponseEvent(b *testing.B) {
+	delta := []byte("event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":17,\"item_id\":\"msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654\",\"output_index\":0,\"content_index\":0,\"delta\":\" token\",\"logprobs\":[]}\n\n")
+	completed := []byte("event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":40,\"response\":{\"id\":\"resp_67c9fdcecf488190bdd9a0a5be6a7b00\",\"object\":\"response\",\"created_at\":1741290958,\"status\":\"completed\",\"error\":null,\"incomplete_details\":null,\"instructions\":null,\"max_output_tokens\":null,\"model\":\"gpt-4.1-2025-04-14\",\"output\":[{\"id\":\"msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654\",\"type\":\"message\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"Hi there! How can I assist you today? Tell me what you need and I will help.\",\"annotations\":[]}]}],\"parallel_tool_calls\":true,\"previous_response_id\":null,\"reasoning\":{\"effort\":null,\"summary\":null},\"store\":true,\"temperature\":1.0,\"text\":{\"format\":{\"type\":\"text\"}},\"tool_choice\":\"auto\",\"tools\":[],\"top_p\":1.0,\"truncation\":\"disabled\",\"usage\":{\"input_tokens\":37,\"output_tokens\":11,\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":48},\"user\":null,\"metadata\":{}}}\n\n")
+	for _, bc := range []struct {
+		name string
+		raw  []byte
+	}{{"delta", delta}, {"completed", completed}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(bc.raw)))
+			for b.Loop() {
+				e := ReadResponseEvent(bc.raw)
+				if e.Terminal() {
+					if u, _ := e.Usage(); u.CompletionTokens != 11 {
+						b.Fatal(u)
+					}
+				} else if e.Kind != EventTextDelta {
+					b.Fatal(e.Kind)
+				}
+			}
+		})
+	}
+}

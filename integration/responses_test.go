@@ -254,7 +254,7 @@ func TestResponsesPlain(t *testing.T) {
 		t.Errorf("headers: X-Upstream %q X-Cache %q X-Request-Id %q", resp.Header.Get("X-Upstream"), resp.Header.Get("X-Cache"), resp.Header.Get("X-Request-Id"))
 	}
 	for name, want := range map[string]float64{
-		`switchyard_requests_total{route="responses",status="200"}`: 1,
+		`switchyard_requests_total{route="responses",status="200"}`:  1,
 		`switchyard_tokens_total{upstream="groq",kind="prompt"}`:     respInputTokens,
 		`switchyard_tokens_total{upstream="groq",kind="completion"}`: respOutTokens,
 	} {

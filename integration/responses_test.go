@@ -55,6 +55,9 @@ type respFake struct {
 	// event when errorEvent is set, else by ending the body (a cut).
 	afterDeltas int
 	errorEvent  bool
+	// plainFailed answers a plain request as HuggingFace does a failed
+	// run: HTTP 200, "status":"failed", an error object.
+	plainFailed bool
 
 	n *atomic.Int64
 }
@@ -137,14 +140,25 @@ func (s respFake) handler() http.HandlerFunc {
 		if s.status != 0 && s.status != 200 {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(s.status)
-			io.WriteString(w, `{"error":{"message":"Internal server error","type":"internal_server_error","param":null,"code":null}}`)
+			switch s.status {
+			case 400:
+				io.WriteString(w, `{"error":{"message":"'input' : value must be a string or an array","type":"invalid_request_error","param":"input","code":null}}`)
+			case 429:
+				io.WriteString(w, `{"error":{"message":"Rate limit reached for model on tokens per minute (TPM): Limit 6000, Used 5990, Requested 120. Please try again in 1.1s.","type":"tokens","code":"rate_limit_exceeded"}}`)
+			default:
+				io.WriteString(w, `{"error":{"message":"Internal server error","type":"internal_server_error","param":null,"code":null}}`)
+			}
 			return
 		}
 		id := fmt.Sprintf("%s_%d", s.prefix, s.n.Add(1))
 		groqHeaders(w)
 		if !req.Stream {
 			w.Header().Set("Content-Type", "application/json")
-			io.WriteString(w, respObject(id, req.Model, "completed", strings.Join(s.words, "")))
+			status := "completed"
+			if s.plainFailed {
+				status = "failed"
+			}
+			io.WriteString(w, respObject(id, req.Model, status, strings.Join(s.words, "")))
 			return
 		}
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -360,6 +374,44 @@ func TestResponsesFailoverBeforeCommit(t *testing.T) {
 			}
 			if resp.Header.Get("X-Upstream") != "b" || resp.Header.Get("X-Attempts") != "2" {
 				t.Errorf("X-Upstream %q X-Attempts %q, want b, 2", resp.Header.Get("X-Upstream"), resp.Header.Get("X-Attempts"))
+			}
+		})
+	}
+}
+
+// TestResponsesPlainFailures: the failure table reads Responses answers as
+// chat's: a failed run inside a 200 (HuggingFace) and a 429 fail over; a
+// 400 is the client's, relayed at once.
+func TestResponsesPlainFailures(t *testing.T) {
+	cases := []struct {
+		name      string
+		a         respFake
+		failsOver bool
+		status    int
+	}{
+		{"HF failed run in a 200", respFake{dialect: "hf", plainFailed: true}, true, 200},
+		{"429", respFake{status: 429}, true, 200},
+		{"400", respFake{status: 400}, false, 400},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.a.prefix, tc.a.words = "resp_a", helloWords
+			a := newFake(t, tc.a.handler())
+			b := newFake(t, respFake{prefix: "resp_b", words: helloWords}.handler())
+			p := startProxy(t, testConfig("", upstreamYAML("a", a.BaseURL(), "k1", 1, ""), upstreamYAML("b", b.BaseURL(), "k2", 2, "")))
+			resp := postResponses(t, p.URL, `{"model":"m","input":"hi"}`)
+			body := readAll(t, resp)
+			if resp.StatusCode != tc.status || (b.Calls() == 1) != tc.failsOver {
+				t.Fatalf("%d, b called %d times: %s", resp.StatusCode, b.Calls(), body)
+			}
+			if tc.failsOver {
+				if id := responseID(t, body); id != "resp_b_1" || resp.Header.Get("X-Attempts") != "2" {
+					t.Errorf("answer %s (X-Attempts %q), want b's after 2 attempts", id, resp.Header.Get("X-Attempts"))
+				}
+				return
+			}
+			if msg, typ, _ := apiErr(t, body); typ != "invalid_request_error" || !strings.Contains(msg, "'input'") || resp.Header.Get("X-Upstream") != "a" {
+				t.Errorf("a's 400 not relayed: %s", body)
 			}
 		})
 	}

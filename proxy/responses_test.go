@@ -109,3 +109,20 @@ func TestResponsesStateObserve(t *testing.T) {
 		t.Errorf("%+v", s)
 	}
 }
+
+func TestResponsesEchoesSplitKey(t *testing.T) {
+	key := "gsk_SECRET0123456789"
+	st := &state{secrets: []string{key}, secretsB: [][]byte{[]byte(key)}}
+	delta := func(s string) string {
+		return `data: {"type":"response.output_text.delta","sequence_number":1,"delta":"` + s + `"}` + "\n\n"
+	}
+	r := &relay{c: &call{req: openai.Request{Endpoint: openai.Responses}, st: st}}
+	r.tee = []byte(delta("your key: ") + delta(key[:8]) + delta(key[8:]) + `data: {"type":"response.completed","response":{"id":"r"}}` + "\n\n")
+	if !r.echoesSplitKey() {
+		t.Error("a key spelled across deltas not found")
+	}
+	r.tee = []byte(delta("hello") + delta(key[:8]))
+	if r.echoesSplitKey() {
+		t.Error("a clean stream reported")
+	}
+}

@@ -27,9 +27,9 @@ import (
 //     response.usage, or from a plain answer's usage (input_tokens,
 //     output_tokens). Nothing is added to the request (there is no
 //     include_usage here).
-//   - Stickiness (sticky.go): a request that
-//     continues a response (previous_response_id) or a conversation goes
-//     to the upstream that created it, or fails with a 503 naming it.
+//   - Stickiness (sticky.go): a request that continues a response
+//     (previous_response_id) or a conversation goes to the upstream that
+//     created it, or fails with a 503 naming it.
 //   - Only stateless requests ("store": false, no previous_response_id
 //     nor conversation) are cached. A stored stream also answers a plain
 //     request (its terminal event holds the whole response); a stored

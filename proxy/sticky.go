@@ -128,7 +128,7 @@ func (s *Server) stickyTargets(ctx *fasthttp.RequestCtx, c *call, targets []poli
 		s.log.Debug("sticky upstream no longer configured", "request_id", c.rid, "upstream", name)
 		return targets, true
 	}
-	c.sticky = name
+	c.sticky, c.upstream = name, name // the log line names it
 	ctx.Response.Header.Set("X-Upstream", name)
 	_, servesModel := u.Model(c.req.Model)
 	switch {
@@ -217,6 +217,7 @@ func (s *Server) answerStickyFailed(ctx *fasthttp.RequestCtx, c *call, last *att
 		why = "no candidate"
 	}
 	_, _, ref := stickyRef(&c.req)
+	c.upstream = c.sticky // the log line names it
 	ctx.Response.Header.Set("X-Upstream", c.sticky)
 	ctx.Response.Header.Del("Retry-After")
 	ctx.Response.Header.Del("Retry-After-Ms")

@@ -41,11 +41,20 @@ type Request struct {
 	StreamOptions jsonscan.Span
 	// IncludeUsage is stream_options.include_usage: true.
 	IncludeUsage bool
+
+	// The Responses API's state members (zero for other endpoints; see
+	// Stateless): NoStore is "store": false; PreviousResponseID is
+	// previous_response_id; Conversation is the id of the conversation
+	// the request continues ("conversation": "conv_…" or {"id": …}).
+	NoStore            bool
+	PreviousResponseID string
+	Conversation       string
 }
 
 // requestKeys are the top-level members ParseRequest reads, in the order
 // of its spans; the second is the endpoint's required member, set per
-// endpoint (see Endpoint.required).
+// endpoint (see Endpoint.required). Responses requests also have their
+// state members read (responsesKeys).
 var requestKeys = map[Endpoint][]string{}
 
 func init() {
@@ -53,6 +62,7 @@ func init() {
 		name, _ := e.required()
 		requestKeys[e] = []string{"model", name, "stream", "stream_options"}
 	}
+	requestKeys[Responses] = append(requestKeys[Responses], responsesKeys[:]...)
 }
 
 var includeUsageKey = []string{"include_usage"}
@@ -70,7 +80,7 @@ func ParseRequest(e Endpoint, body []byte) (Request, error) {
 	if keys == nil {
 		return req, &RequestError{"unknown endpoint " + string(e), "", CodeInvalidJSON}
 	}
-	var spans [4]jsonscan.Span
+	var spans [4 + len(responsesKeys)]jsonscan.Span
 	object, ok := jsonscan.Members(body, keys, spans[:])
 	if !ok {
 		return req, invalidJSON(body)
@@ -116,6 +126,9 @@ func ParseRequest(e Endpoint, body []byte) (Request, error) {
 			jsonscan.Members(opts, includeUsageKey, usage[:])
 			req.IncludeUsage = string(opts[usage[0].Start:usage[0].End]) == "true"
 		}
+	}
+	if e == Responses {
+		return req, req.readState(body, spans[4:])
 	}
 	return req, nil
 }

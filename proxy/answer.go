@@ -130,6 +130,10 @@ func (s *Server) answerAllFailed(ctx *fasthttp.RequestCtx, c *call, last *attemp
 			last.release()
 		}
 	}()
+	if c.sticky != "" {
+		s.answerStickyFailed(ctx, c, last, skipped, targets)
+		return
+	}
 	limited := last != nil && (last.v.Outcome == verdict.RateLimited || last.v.Outcome == verdict.QuotaExhausted)
 	if limited {
 		// The attempts just put candidates in cooldown: ask the policy

@@ -39,6 +39,7 @@ type attemptResult struct {
 	deferred bool         // the breakers await StreamDone/StreamFailed (a committed stream)
 	usage    openai.Usage // a plain answer's usage
 	chars    int64        // completion characters read so far (chars quotas)
+	rs       responsesState
 }
 
 func (r *attemptResult) release() {
@@ -121,7 +122,7 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, model string, body []byte)
 	if resp.Stream == nil {
 		// A plain answer (or a plain answer to a stream request: the
 		// relay converts it). One pass: valid JSON, an error, the usage.
-		a := openai.ReadAnswer(resp.Body)
+		a := readAnswer(c, r, resp.Body)
 		switch {
 		case !a.Valid:
 			r.err = fmt.Errorf("upstream %s: %w", u.Name, errInvalidJSON)
@@ -144,6 +145,10 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, model string, body []byte)
 // upstream's timeout and max_response_bytes. A failure before it is the
 // attempt's verdict, and the stream is released.
 func (s *Server) readToCommit(c *call, r *attemptResult) {
+	if c.req.Endpoint == openai.Responses {
+		s.readResponsesToCommit(c, r)
+		return
+	}
 	u, resp := r.u, r.resp
 	deadline := r.start.Add(u.Timeout())
 	size := 0

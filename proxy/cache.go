@@ -97,7 +97,7 @@ func taggedKey(key, ns, tag string) string {
 // must go upstream; c.key is then set when the answer is to be stored, and
 // c.flight when this request leads a coalesced miss.
 func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
-	if s.cache == nil || !c.route.cache {
+	if s.cache == nil || !c.route.cache || (c.req.Endpoint == openai.Responses && !c.req.Stateless()) {
 		s.countCache(c, cacheBypass)
 		return false
 	}
@@ -212,19 +212,19 @@ func (s *Server) serveEntry(ctx *fasthttp.RequestCtx, c *call, raw []byte, resul
 		return false
 	}
 	body, contentType := e.Body, e.ContentType
-	if c.req.Endpoint != openai.Chat && e.Stream != c.req.Stream {
-		return false // only chat answers convert between a stream and a plain answer
+	if !entryConverts(c.req.Endpoint, e.Stream, c.req.Stream) {
+		return false // a miss: see entryConverts
 	}
 	switch {
 	case c.req.Stream && e.Stream:
-		if !c.req.IncludeUsage {
+		if !c.req.IncludeUsage && c.req.Endpoint != openai.Responses {
 			body = stripUsage(body)
 		}
 	case c.req.Stream && !e.Stream:
 		body, err = openai.CompletionToStream(e.Body, c.req.IncludeUsage)
 		contentType = "text/event-stream"
 	case !c.req.Stream && e.Stream:
-		body, err = openai.StreamToCompletion(e.Body)
+		body, err = plainFromStream(c.req.Endpoint, e.Body)
 		contentType = "application/json"
 	}
 	if err != nil {

@@ -41,6 +41,7 @@ type call struct {
 	tried     []attempt          // every candidate tried, in order
 	ranked    []policy.Candidate // the ranking, for the decision log
 	upstream  string
+	sticky    string // the upstream holding a Responses request's state ("" = none; see sticky.go)
 	usage     openai.Usage
 	finished  bool // finish ran: the request is logged
 	handedOff bool // a stream relay finishes the request when it ends
@@ -94,6 +95,9 @@ func (s *Server) handleAPI(ctx *fasthttp.RequestCtx, start time.Time, r *apiRout
 
 	var buf [8]policy.Target // most requests have few targets: no allocation
 	targets, excluded := s.targets(st, c, buf[:0])
+	if targets, ok = s.stickyTargets(ctx, c, targets); !ok {
+		return
+	}
 	if len(targets) == 0 {
 		s.answerNoTarget(ctx, c, excluded)
 		return

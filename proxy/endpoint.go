@@ -22,6 +22,8 @@ var jsonRoutes = map[string]*apiRoute{
 	string(openai.Chat):        {ep: openai.Chat, label: routeChat, cache: true},
 	string(openai.Completions): {ep: openai.Completions, label: routeCompletions},
 	string(openai.Embeddings):  {ep: openai.Embeddings, label: routeEmbeddings, cache: true, keyTag: "embeddings"},
+	// Responses: only stateless requests are cached (see responses.go).
+	string(openai.Responses): {ep: openai.Responses, label: routeResponses, cache: true, keyTag: "responses"},
 }
 
 // apiPath returns the endpoint part of an API path: the path under /v1/

@@ -48,6 +48,9 @@ func (s *Server) finish(c *call, r *attemptResult, o outcomeResult) {
 	} else if status/100 == 2 {
 		s.successes.Add(1)
 	}
+	if !o.stream && status/100 == 2 {
+		s.remember(c, r) // a Responses answer's id (a stream's is recorded as it passes)
+	}
 	if o.cacheable {
 		s.store(c, o.stream, o.entry, o.contentType, r.u.Name)
 	}
@@ -111,7 +114,7 @@ func (s *Server) observe(c *call, r *attemptResult) {
 		if r.v.Outcome == verdict.OK && !r.streaming() {
 			ob.Usage = policy.Usage(r.usage)
 			if c.st.policyNeedsChars(u.Name) {
-				ob.Chars = openai.PromptChars(c.body) + openai.CompletionChars(r.resp.Body)
+				ob.Chars = openai.PromptCharsOf(c.req.Endpoint, c.body) + openai.CompletionCharsOf(c.req.Endpoint, r.resp.Body)
 			}
 			m.duration.Update(r.resp.Latency.Seconds())
 		}

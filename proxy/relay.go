@@ -97,7 +97,7 @@ func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, r *attemptResult)
 		}
 	}
 	if c.st.policyNeedsChars(r.u.Name) {
-		rel.prompt = openai.PromptChars(c.body)
+		rel.prompt = openai.PromptCharsOf(c.req.Endpoint, c.body)
 	}
 	if c.flight != nil {
 		rel.share = newLiveStream(s, rel, c.flight)
@@ -256,7 +256,7 @@ func (r *relay) next() []byte {
 		case errors.Is(err, errShutdown):
 			r.closeUpstream(err)
 			r.abort = err // the proxy's doing, not the upstream's
-			return openai.ErrorEvent("the proxy is shutting down; the stream was cut before its end: retry the request", typeServer, codeShuttingDown)
+			return r.failEvent("the proxy is shutting down; the stream was cut before its end: retry the request", codeShuttingDown)
 		}
 		if err != nil {
 			return r.end(err)
@@ -265,6 +265,9 @@ func (r *relay) next() []byte {
 	// A key the upstream echoed goes neither to the client nor to the
 	// cache; a scrubbed event is a copy, so it outlives the stream.
 	raw = r.c.st.scrubAnswer(raw)
+	if r.c.req.Endpoint == openai.Responses {
+		return r.nextResponse(raw)
+	}
 	ev := openai.ReadEvent(raw)
 	switch {
 	case ev.Failed():
@@ -330,6 +333,9 @@ func clientChunk(raw []byte, ev *openai.Event, wantUsage bool) []byte {
 // the upstream closed without it), else a failure (an in-band error event,
 // then abort).
 func (r *relay) end(err error) []byte {
+	if errors.Is(err, io.EOF) && r.c.req.Endpoint == openai.Responses {
+		err = fmt.Errorf("upstream %s: %w", r.r.u.Name, errCutResponse) // its end is a terminal event, not the body's
+	}
 	if errors.Is(err, io.EOF) {
 		if r.r.finishes.Complete() || !r.r.finishes.Any() {
 			// The upstream stream stays open: CloseWithError drains what
@@ -345,7 +351,7 @@ func (r *relay) end(err error) []byte {
 	r.closeUpstream(err)
 	r.streamErr = err
 	r.abort = err
-	return errorEvent(r.c.st.redact(fmt.Sprintf("upstream %s failed mid-stream: %v", r.r.u.Name, err)), codeStreamInterrupted)
+	return r.failEvent(r.c.st.redact(fmt.Sprintf("upstream %s failed mid-stream: %v", r.r.u.Name, err)), codeStreamInterrupted)
 }
 
 // closeUpstream releases the upstream stream: reusable after a clean end,
@@ -411,8 +417,8 @@ func (r *relay) closeStream(err error) {
 		usage: r.usage, chars: r.prompt + r.chars, contentType: "text/event-stream"}
 	if r.streamErr == nil && err == nil && r.sawDone {
 		o.entry = r.tee
-		o.cacheable = !r.teeOverrun && r.r.finishes.Complete() // [DONE] alone is no answer worth keeping
-		if o.cacheable && r.c.st.echoesSplitKey(r.tee) {
+		o.cacheable = !r.teeOverrun && r.complete() // [DONE] alone is no answer worth keeping
+		if o.cacheable && r.echoesSplitKey() {
 			o.cacheable = false // a key the model spelled across events: never served again
 			secretEchoTotal.Inc()
 		}

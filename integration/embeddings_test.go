@@ -218,6 +218,7 @@ func TestEmbeddingsCacheKey(t *testing.T) {
 		{"key order and whitespace", "/v1/embeddings", "{ \"encoding_format\" : \"float\",\n \"dimensions\": 4.0, \"input\":\"the cat sat\", \"model\":\"text-embedding-3-small\" }", "HIT"},
 		{"user dropped", "/v1/embeddings", `{"model":"text-embedding-3-small","input":"the cat sat","dimensions":4,"encoding_format":"float","user":"end-user-42"}`, "HIT"},
 		{"groq base path", "/openai/v1/embeddings", `{"model":"text-embedding-3-small","input":"the cat sat","dimensions":4,"encoding_format":"float"}`, "HIT"},
+		{"base URL without /v1", "/embeddings", `{"model":"text-embedding-3-small","input":"the cat sat","dimensions":4,"encoding_format":"float"}`, "HIT"},
 		{"other dimensions", "/v1/embeddings", `{"model":"text-embedding-3-small","input":"the cat sat","dimensions":8,"encoding_format":"float"}`, "MISS"},
 		{"other encoding_format", "/v1/embeddings", `{"model":"text-embedding-3-small","input":"the cat sat","dimensions":4,"encoding_format":"base64"}`, "MISS"},
 		{"encoding_format left out", "/v1/embeddings", `{"model":"text-embedding-3-small","input":"the cat sat","dimensions":4}`, "MISS"},

@@ -317,3 +317,18 @@ func TestLegacyCompletionsInBandErrorAfterCommit(t *testing.T) {
 		t.Errorf("b called %d times after the commit", b.Calls())
 	}
 }
+
+// TestLegacyCompletionsJSONAnswerToStreamRelayedAsIs: an upstream that
+// answers a legacy stream request with a plain text_completion gets it
+// relayed as it is: the chat conversion (a chat.completion into chunks)
+// must not touch another endpoint's answer.
+func TestLegacyCompletionsJSONAnswerToStreamRelayedAsIs(t *testing.T) {
+	const answer = `{"id":"cmpl-1","object":"text_completion","created":1732000000,"model":"m","choices":[{"text":"plain","index":0,"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`
+	up := newFake(t, statusHandler(200, answer))
+	p := startProxy(t, testConfig("", upstreamYAML("oai", up.BaseURL(), "k", 1, "    endpoints: [completions]\n")))
+	resp := postTo(t, p.URL+"/v1/completions", `{"model":"m","prompt":"hi","stream":true}`)
+	got := readAll(t, resp)
+	if resp.StatusCode != 200 || string(got) != answer || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Errorf("status %d Content-Type %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), got)
+	}
+}

@@ -22,10 +22,11 @@ type Chunk struct {
 	// whether either is there.
 	Usage    Usage
 	HasUsage bool
-	// UsageSpan is the top-level usage member when it is not null: what
-	// the proxy strips for a client that did not ask for usage.
+	// UsageSpan is the top-level usage member, null included: what the
+	// proxy strips for a client that did not ask for usage (with
+	// include_usage, OpenAI sends "usage": null on every other chunk).
 	UsageSpan jsonscan.Span
-	// UsageOnly is the include_usage chunk: usage set, no choices.
+	// UsageOnly is the include_usage chunk: a usage object, no choices.
 	UsageOnly bool
 	// Choices is the span of the choices array (zero when absent).
 	Choices jsonscan.Span
@@ -51,9 +52,13 @@ func ReadChunk(data []byte) Chunk {
 	if choices != nil {
 		c.Choices = sp[0]
 	}
+	usageObject := usage != nil && usage[0] == '{'
+	if usageObject || (usage == nil && sp[1].Found()) {
+		c.UsageSpan = sp[1]
+	}
 	switch {
-	case usage != nil && usage[0] == '{':
-		c.Usage, c.HasUsage, c.UsageSpan = usageOf(usage), true, sp[1]
+	case usageObject:
+		c.Usage, c.HasUsage = usageOf(usage), true
 	case xgroq != nil && xgroq[0] == '{':
 		var u [1]jsonscan.Span
 		jsonscan.Members(xgroq, usageKey, u[:])
@@ -61,7 +66,7 @@ func ReadChunk(data []byte) Chunk {
 			c.Usage, c.HasUsage = usageOf(v), true
 		}
 	}
-	c.UsageOnly = c.UsageSpan.Found() && (choices == nil || isEmptyArray(choices))
+	c.UsageOnly = usageObject && (choices == nil || isEmptyArray(choices))
 	return c
 }
 

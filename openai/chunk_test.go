@@ -73,7 +73,10 @@ func TestReadChunkUsage(t *testing.T) {
 		strip     string // WithoutUsage, "" when there is no usage member to strip
 	}{
 		{`{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5}}`, true, 17, `{"id":"x","choices":[]}`},
-		{`{"id":"x","choices":[{"delta":{}}],"usage":null}`, false, 0, ""},
+		{`{"id":"x","choices":[{"delta":{}}],"usage":null}`, false, 0, `{"id":"x","choices":[{"delta":{}}]}`},
+		{`{"id":"x","choices":[],"usage":null}`, false, 0, `{"id":"x","choices":[]}`},
+		{`{"id":"x","object":"text_completion","choices":[{"text":"a","index":0,"logprobs":null,"finish_reason":null}],"usage":null}`, false, 0, `{"id":"x","object":"text_completion","choices":[{"text":"a","index":0,"logprobs":null,"finish_reason":null}]}`},
+		{`{"id":"x","object":"text_completion","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}}`, true, 9, `{"id":"x","object":"text_completion","choices":[]}`},
 		{`{"id":"x","choices":[{"delta":{},"finish_reason":"stop"}],"x_groq":{"usage":{"prompt_tokens":3,"completion_tokens":4}}}`, false, 7, ""},
 		{`{"id":"x","choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}`, false, 7, `{"id":"x","choices":[{"delta":{},"finish_reason":"stop"}]}`},
 		{`{"id":"x","choices":[{"delta":{"content":"\"usage\""}}]}`, false, 0, ""},

@@ -11,6 +11,8 @@ func TestClientChunkStripsUsage(t *testing.T) {
 		{"one data line", "data: {\"choices\":[{\"index\":0}],\"usage\":{\"prompt_tokens\":1}}\n\n", "data: {\"choices\":[{\"index\":0}]}\n\n"},
 		{"usage only: dropped", "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\n", ""},
 		{"multi-line data keeps a data: per line", "data: {\"choices\":\ndata: [{\"index\":0}],\"usage\":{\"prompt_tokens\":1}}\n\n", "data: {\"choices\":\ndata: [{\"index\":0}]}\n\n"},
+		{"usage null (OpenAI's, with include_usage): stripped", "data: {\"choices\":[{\"index\":0}],\"usage\":null}\n\n", "data: {\"choices\":[{\"index\":0}]}\n\n"},
+		{"text completion chunk", "data: {\"object\":\"text_completion\",\"choices\":[{\"text\":\"a\",\"index\":0,\"logprobs\":null,\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":1}}\n\n", "data: {\"object\":\"text_completion\",\"choices\":[{\"text\":\"a\",\"index\":0,\"logprobs\":null,\"finish_reason\":null}]}\n\n"},
 		{"no usage: the upstream's bytes", "data:{\"choices\":[]}\r\n\r\n", "data:{\"choices\":[]}\r\n\r\n"},
 	}
 	for _, tc := range tests {

@@ -22,7 +22,9 @@ const maxSamplesPerWorker = 4 << 20
 
 // job describes the requests of one closed-loop run.
 type job struct {
-	addr    string
+	addr string
+	// path is the API path requests go to; "" is /v1/chat/completions.
+	path    string
 	body    []byte
 	headers [][2]string
 	conc    int
@@ -98,7 +100,11 @@ func newClient(addr string, conns int, readTimeout time.Duration) *fasthttp.Host
 
 func (j *job) request(req *fasthttp.Request) {
 	req.Header.SetMethod(fasthttp.MethodPost)
-	req.SetRequestURI("http://" + j.addr + "/v1/chat/completions")
+	path := j.path
+	if path == "" {
+		path = "/v1/chat/completions"
+	}
+	req.SetRequestURI("http://" + j.addr + path)
 	req.Header.SetContentType("application/json")
 	for _, h := range j.headers {
 		req.Header.Set(h[0], h[1])

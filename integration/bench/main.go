@@ -19,7 +19,9 @@
 // near cache; (d) streaming: time to
 // first event below saturation (d1) and events/s at saturation (d2); (e)
 // -streams concurrent open streams from a slow upstream (RSS, Go heap and
-// stacks, goroutines, errors). Every run prints requests/s, latency
+// stacks, goroutines, errors); (f) embeddings cache hits, embedded cache,
+// against the fake's /v1/embeddings directly (a base64 1536-dimension
+// answer, what the SDKs ask for by default). Every run prints requests/s, latency
 // percentiles, errors, the proxy's CPU seconds (/proc/<pid>/stat) and peak
 // RSS (VmHWM, reset before each run), the upstream connections the run
 // opened, and how busy the machine was and with what else; the end is a
@@ -100,7 +102,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.ramp, "ramp", 2*time.Second, "scenario (e): streams are opened evenly over this time")
 	fs.DurationVar(&o.hold, "hold", 5*time.Second, "scenario (e): how long each stream stays open")
 	fs.StringVar(&o.memcached, "memcached", "memcached", "memcached binary for scenario (c); \"\" skips it")
-	fs.StringVar(&o.scenarios, "scenarios", "abcde", "scenarios to run")
+	fs.StringVar(&o.scenarios, "scenarios", "abcdef", "scenarios to run")
 	fs.StringVar(&o.bin, "bin", "", "run this switchyard binary instead of building the tree (A/B runs of a change)")
 	fs.StringVar(&o.profile, "profile", "", "write pprof profiles of switchyard into this directory: a CPU profile of every run through it "+
 		"(cpu-<run>.pprof) and the heap at the peak of scenario (e) (heap-streams.pprof); builds switchyard with -tags pprof "+
@@ -128,6 +130,10 @@ func chatBody(model string, stream bool) []byte {
 }
 
 var noStore = [][2]string{{"Cache-Control", "no-store"}}
+
+// embeddingsBody is a typical embeddings request of an SDK: one sentence,
+// base64 (the default of the openai Python and Node SDKs).
+var embeddingsBody = []byte(`{"model":"text-embedding-3-small","input":"A sidecar proxy in front of an LLM API answers repeated embeddings from its cache.","encoding_format":"base64"}`)
 
 // measured is one closed-loop run with the CPU and memory it cost.
 type measured struct {
@@ -431,6 +437,7 @@ func bench(args []string, w io.Writer) int {
 	var (
 		rDirect, rPass, rBypass, rHit, rHitMC *measured
 		rHitMCRT                              *measured
+		rEmbDirect, rEmbHit                   *measured
 		rBypassInfo                           *measured
 		rSDirectPaced, rSPaced                *measured
 		rSDirect, rSProxied                   *measured
@@ -490,6 +497,18 @@ func bench(args []string, w io.Writer) int {
 			runs = append(runs, rHitMCRT)
 		}
 		printRuns(w, "(c) cache hits, memcached on loopback, default config (near cache) and near_max_bytes: 0 (vs the direct fake upstream)", runs)
+	}
+	if want('f') {
+		j := job{addr: fake.addr, path: "/v1/embeddings", body: embeddingsBody, conc: o.conc, dur: o.duration}
+		rEmbDirect = measure("direct upstream, embeddings", j, o.warmup, nil, fake, nil)
+		j.addr, j.wantHit = sy.addr, true
+		if err := warmJob(j); err != nil {
+			fmt.Fprintln(w, "(f) warming the cache:", err)
+		}
+		rEmbHit = measure("switchyard, embeddings cache hit (embedded)", j, o.warmup, sy, fake, nil)
+		printRuns(w, fmt.Sprintf("(f) embeddings cache hits, embedded cache (one %d-dimension vector in base64, ~%.1f KB; vs the direct fake upstream)",
+			embedDims, float64(4*embedDims*4/3+150)/1024),
+			[]*measured{rEmbDirect, rEmbHit})
 	}
 	if want('d') {
 		half := max(o.duration/2, 2*time.Second)
@@ -591,6 +610,12 @@ func bench(args []string, w io.Writer) int {
 		rows = append(rows, ratio{"cache-hit throughput / direct upstream, memcached round trip (near cache off)",
 			fmt.Sprintf("%.2f (%.1f µs CPU/hit)", r, rHitMCRT.cpuPerReq()), "(info)", "n/a" + noiseTag(rHitMCRT, rDirect)})
 	}
+	if rEmbHit != nil && rEmbDirect != nil {
+		r := rEmbHit.res.rps() / rEmbDirect.res.rps()
+		rows = append(rows, ratio{"embeddings cache-hit throughput / direct upstream, embedded",
+			fmt.Sprintf("%.2f (p50 %s ms vs %s ms direct; %.1f µs CPU/hit)", r, ms(pct(rEmbHit.res.lat, .5)), ms(pct(rEmbDirect.res.lat, .5)), rEmbHit.cpuPerReq()),
+			"(info, issue 13)", "n/a" + noiseTag(rEmbHit, rEmbDirect)})
+	}
 	if rSPaced != nil && rSDirectPaced != nil {
 		a99 := pct(rSPaced.res.ttfe, .99) - pct(rSDirectPaced.res.ttfe, .99)
 		a50 := pct(rSPaced.res.ttfe, .5) - pct(rSDirectPaced.res.ttfe, .5)
@@ -665,12 +690,15 @@ func topN(m map[string]int, n int) string {
 	return r.topErrors(n)
 }
 
-// warmCache sends the request until switchyard answers it from the cache
-// (the store is asynchronous), for at most 5 s.
-func warmCache(addr string, body []byte) error {
-	hc := newClient(addr, 1, 10*time.Second)
+// warmCache sends a chat request until switchyard answers it from the
+// cache (the store is asynchronous), for at most 5 s.
+func warmCache(addr string, body []byte) error { return warmJob(job{addr: addr, body: body}) }
+
+// warmJob is warmCache for j's path and body.
+func warmJob(j job) error {
+	hc := newClient(j.addr, 1, 10*time.Second)
 	defer hc.CloseIdleConnections()
-	j := job{addr: addr, body: body}
+	j.headers = nil
 	var last error
 	for range 100 {
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()

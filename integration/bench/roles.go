@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
+	"encoding/binary"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -86,6 +89,11 @@ func runRole(role string, args []string) int {
 // Every stream ends with a finish_reason chunk, the usage chunk when the
 // body asks for include_usage (Switchyard does, and strips it again), and
 // data: [DONE].
+//
+// POST /v1/embeddings answers a fixed embeddings list: one 1536-dimension
+// vector (text-embedding-3-small's size) in base64, the encoding the
+// openai Python and Node SDKs ask for by default (~8.3 KB), in OpenAI's
+// documented shape (https://platform.openai.com/docs/api-reference/embeddings/create).
 type fake struct {
 	conns    atomic.Int64 // connections accepted, served at GET /bench/conns
 	latency  time.Duration
@@ -95,7 +103,11 @@ type fake struct {
 	chunks   [][]byte // events[0..n-1]; the last one carries finish_reason
 	usage    []byte
 	done     []byte
+	embed    []byte // the /v1/embeddings answer
 }
+
+// embedDims is the length of the fake's embedding vector.
+const embedDims = 1536
 
 func newFake(latency time.Duration, events int, interval, hold time.Duration) *fake {
 	f := &fake{latency: latency, interval: interval, hold: hold}
@@ -116,11 +128,18 @@ func newFake(latency time.Duration, events int, interval, hold time.Duration) *f
 	f.usage = []byte(`data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench","choices":[],` +
 		`"usage":{"prompt_tokens":24,"completion_tokens":20,"total_tokens":44}}` + "\n\n")
 	f.done = []byte("data: [DONE]\n\n")
+	vec := make([]byte, 4*embedDims)
+	for i := range embedDims { // a fixed, plausible vector: small values around 0
+		binary.LittleEndian.PutUint32(vec[4*i:], math.Float32bits(float32(i%97-48)/1024))
+	}
+	f.embed = []byte(`{"object":"list","data":[{"object":"embedding","index":0,"embedding":"` + base64.StdEncoding.EncodeToString(vec) +
+		`"}],"model":"text-embedding-3-small","usage":{"prompt_tokens":24,"total_tokens":24}}`)
 	return f
 }
 
 var (
 	chatPath      = []byte("/v1/chat/completions")
+	embedPath     = []byte("/v1/embeddings")
 	connsPath     = []byte("/bench/conns")
 	streamTrue    = []byte(`"stream":true`)
 	includeUsage  = []byte(`"include_usage":true`)
@@ -146,6 +165,14 @@ func modelOf(body []byte) []byte {
 func (f *fake) handle(ctx *fasthttp.RequestCtx) {
 	if bytes.Equal(ctx.Path(), connsPath) {
 		ctx.SetBodyString(strconv.FormatInt(f.conns.Load(), 10))
+		return
+	}
+	if bytes.Equal(ctx.Path(), embedPath) {
+		if f.latency > 0 {
+			time.Sleep(f.latency)
+		}
+		ctx.Response.Header.SetContentTypeBytes(ctJSON)
+		ctx.SetBody(f.embed)
 		return
 	}
 	if !bytes.Equal(ctx.Path(), chatPath) {

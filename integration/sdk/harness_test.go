@@ -63,6 +63,7 @@ upstreams:
     models:
       %s: %s
       %s: llama-3.1-8b-instant
+      text-embedding-3-small: text-embedding-3-small
 `, upstreamName, upstreamBaseURL, upstreamKey, modelAlias, upstreamModel, otherAlias)
 }
 

@@ -16,7 +16,8 @@
 // fasthttp load generator. Scenarios: (a) cache bypassed (Cache-Control:
 // no-store) against the direct upstream and the bare pass-through; (b)
 // cache hits, embedded; (c) cache hits, memcached, with and without the
-// near cache; (d) streaming: time to
+// near cache, and the memcached requests one miss and one hit cost (from
+// switchyard_cache_memcached_ops_total, near cache off); (d) streaming: time to
 // first event below saturation (d1) and events/s at saturation (d2); (e)
 // -streams concurrent open streams from a slow upstream (RSS, Go heap and
 // stacks, goroutines, errors). Every run prints requests/s, latency
@@ -431,6 +432,8 @@ func bench(args []string, w io.Writer) int {
 	var (
 		rDirect, rPass, rBypass, rHit, rHitMC *measured
 		rHitMCRT                              *measured
+		trips                                 *roundTrips
+		tripsErr                              error
 		rBypassInfo                           *measured
 		rSDirectPaced, rSPaced                *measured
 		rSDirect, rSProxied                   *measured
@@ -490,6 +493,14 @@ func bench(args []string, w io.Writer) int {
 			runs = append(runs, rHitMCRT)
 		}
 		printRuns(w, "(c) cache hits, memcached on loopback, default config (near cache) and near_max_bytes: 0 (vs the direct fake upstream)", runs)
+		trips, tripsErr = roundTripsRun(bin, tmp, fake.addr, mc.addr, 200)
+		if tripsErr != nil {
+			fmt.Fprintln(w, "(c) memcached round trips:", tripsErr)
+		} else {
+			fmt.Fprintf(w, "(c) memcached requests (switchyard_cache_memcached_ops_total) of a switchyard with near_max_bytes: 0 and a tokens quota, "+
+				"%d misses then the same %d as hits, one at a time:\n  per miss: %.2f (%s)\n  per hit:  %.2f (%s)\n",
+				trips.n, trips.n, sum(trips.perMiss), breakdown(trips.perMiss), sum(trips.perHit), breakdown(trips.perHit))
+		}
 	}
 	if want('d') {
 		half := max(o.duration/2, 2*time.Second)
@@ -590,6 +601,11 @@ func bench(args []string, w io.Writer) int {
 		r := rHitMCRT.res.rps() / rDirect.res.rps()
 		rows = append(rows, ratio{"cache-hit throughput / direct upstream, memcached round trip (near cache off)",
 			fmt.Sprintf("%.2f (%.1f µs CPU/hit)", r, rHitMCRT.cpuPerReq()), "(info)", "n/a" + noiseTag(rHitMCRT, rDirect)})
+	}
+	if trips != nil {
+		rows = append(rows, ratio{"memcached round trips per miss / per hit (near cache off, quota)", trips.String(), "(info: was 1 get + 1 set + 1 incr per miss)", "n/a"})
+	} else if want('c') {
+		rows = append(rows, ratio{"memcached round trips per miss / per hit (near cache off, quota)", "not run", "(info)", "n/a"})
 	}
 	if rSPaced != nil && rSDirectPaced != nil {
 		a99 := pct(rSPaced.res.ttfe, .99) - pct(rSDirectPaced.res.ttfe, .99)

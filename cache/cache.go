@@ -6,9 +6,10 @@
 //   - [Embedded], an in-process LRU bounded by bytes (the default). Each
 //     sidecar replica has its own.
 //   - [Memcached], one or more memcached servers shared by every sidecar
-//     replica. Every operation goes through a circuit breaker, so a dead
-//     memcached costs one short timeout per operation until the breaker
-//     opens, and then nothing until memcached is back.
+//     replica. Every operation goes through the circuit breaker of the
+//     server that holds its key, so a dead server costs one short timeout
+//     per operation on its keys until its breaker opens, and then nothing
+//     until it is back; keys on the other servers are unaffected.
 //   - [Tiered], a small Embedded (the near cache) in front of Memcached, so
 //     that repeated hits skip the network round trip. An answer may be
 //     served from the near cache for up to its near TTL after memcached
@@ -43,13 +44,27 @@
 //	switchyard_cache_errors_total{backend="memcached",op="get|set|incr"}
 //	                                        failed memcached operations, including those
 //	                                        refused by the open breaker; misses are not errors
-//	switchyard_cache_breaker_state          0 closed, 1 half-open, 2 open (latest Memcached);
-//	                                        the breaker turns half-open lazily, on the first
-//	                                        operation after the delay, so 2 can outlast the delay
+//	switchyard_cache_breaker_state          the worst breaker over the servers of the latest
+//	                                        Memcached: 0 all closed, 1 one half-open (none open),
+//	                                        2 at least one open; a breaker turns half-open lazily,
+//	                                        on the first operation on its keys after the delay,
+//	                                        so 2 can outlast the delay
+//	switchyard_cache_server_breaker_state{server="host:port"}
+//	                                        the same, per server as configured
+//	switchyard_cache_memcached_ops_total{op="get|set|add|delete|incr|decr|other"}
+//	                                        requests sent to memcached servers, by command, as
+//	                                        written on the wire: an Incr that creates its counter
+//	                                        is an incr, an add and (if another client won the
+//	                                        race) another incr; a retry on a stale connection is
+//	                                        a second request
+//	switchyard_cache_memcached_stale_retries_total
+//	                                        operations sent again on a new connection after a
+//	                                        pooled one turned out closed by the server
 package cache
 
 import (
 	"errors"
+	"sync"
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -99,16 +114,21 @@ var (
 	memcachedSetErrors  = metrics.NewCounter(`switchyard_cache_errors_total{backend="memcached",op="set"}`)
 	memcachedIncrErrors = metrics.NewCounter(`switchyard_cache_errors_total{backend="memcached",op="incr"}`)
 
-	// currentMemcached is the instance whose breaker the state gauge reports:
-	// the most recently created one that has not been closed.
+	memcachedStaleRetries = metrics.NewCounter(`switchyard_cache_memcached_stale_retries_total`)
+
+	// currentMemcached is the instance whose breakers the state gauges
+	// report: the most recently created one that has not been closed. Its
+	// per-server gauges are in its own metrics.Set, registered while it is
+	// current; reportMu serializes the swaps.
 	currentMemcached atomic.Pointer[Memcached]
+	reportMu         sync.Mutex
 
 	_ = metrics.NewGauge(`switchyard_cache_breaker_state`, func() float64 {
 		m := currentMemcached.Load()
 		if m == nil {
 			return 0
 		}
-		return breakerStateValue(m.breaker.State())
+		return m.worstState()
 	})
 )
 

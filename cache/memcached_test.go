@@ -52,14 +52,15 @@ func TestNewMemcachedOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if m.client.Timeout != 100*time.Millisecond || m.client.MaxIdleConns != 64 || m.maxItem != 1<<20 {
-		t.Fatalf("defaults: timeout %v, idle conns %d, max item %d", m.client.Timeout, m.client.MaxIdleConns, m.maxItem)
+	c := m.shards[0].client
+	if c.Timeout != 100*time.Millisecond || c.MaxIdleConns != 64 || m.maxItem != 1<<20 {
+		t.Fatalf("defaults: timeout %v, idle conns %d, max item %d", c.Timeout, c.MaxIdleConns, m.maxItem)
 	}
 	// Oversize values are refused before any network I/O.
 	if err := m.Set("k", make([]byte, 1<<20), 0); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Set(1 MiB) err = %v, want ErrTooLarge", err)
 	}
-	if m.breaker.Metrics().Executions() != 0 {
+	if m.shards[0].breaker.Metrics().Executions() != 0 {
 		t.Fatal("an oversize Set reached the breaker")
 	}
 }
@@ -201,8 +202,8 @@ func TestMemcachedSetGet(t *testing.T) {
 	} else if !errors.Is(err, memcache.ErrMalformedKey) || !strings.HasPrefix(err.Error(), "memcached get: ") {
 		t.Fatalf("Get(malformed key) err = %v", err)
 	}
-	if m.breaker.Metrics().Failures() != 0 {
-		t.Fatalf("breaker counted %d failures for misses and bad keys", m.breaker.Metrics().Failures())
+	if m.shards[0].breaker.Metrics().Failures() != 0 {
+		t.Fatalf("breaker counted %d failures for misses and bad keys", m.shards[0].breaker.Metrics().Failures())
 	}
 }
 
@@ -304,7 +305,7 @@ func TestMemcachedTooLarge(t *testing.T) {
 	if got := oversizeTotal.Get() - over; got != 1 {
 		t.Fatalf("oversize counted %d, want 1", got)
 	}
-	if m.breaker.Metrics().Failures() != 0 {
+	if m.shards[0].breaker.Metrics().Failures() != 0 {
 		t.Fatal("an oversize value reached the breaker")
 	}
 }
@@ -395,7 +396,7 @@ func TestMemcachedBreaker(t *testing.T) {
 	srv.stop()
 	// Until the breaker opens, operations reach the (dead) network.
 	failures := 0
-	for i := 0; i < 10 && !m.breaker.IsOpen(); i++ {
+	for i := 0; i < 10 && !m.shards[0].breaker.IsOpen(); i++ {
 		_, err := m.Get("k")
 		if err == nil || errors.Is(err, ErrMiss) {
 			t.Fatalf("Get with memcached down: err = %v", err)
@@ -405,8 +406,8 @@ func TestMemcachedBreaker(t *testing.T) {
 		}
 		failures++
 	}
-	if failures != 5 || !m.breaker.IsOpen() {
-		t.Fatalf("breaker open=%v after %d failures, want open after 5", m.breaker.IsOpen(), failures)
+	if failures != 5 || !m.shards[0].breaker.IsOpen() {
+		t.Fatalf("breaker open=%v after %d failures, want open after 5", m.shards[0].breaker.IsOpen(), failures)
 	}
 	if g := gauge(); g != "2" {
 		t.Fatalf("breaker gauge = %s, want 2 (open)", g)
@@ -454,8 +455,8 @@ func TestMemcachedBreaker(t *testing.T) {
 	if got, err := m.Get("k"); err != nil || string(got) != "back" {
 		t.Fatalf("Get after recovery = %q, %v", got, err)
 	}
-	if !m.breaker.IsClosed() {
-		t.Fatalf("breaker %v after recovery, want closed", m.breaker.State())
+	if !m.shards[0].breaker.IsClosed() {
+		t.Fatalf("breaker %v after recovery, want closed", m.shards[0].breaker.State())
 	}
 	if g := gauge(); g != "0" {
 		t.Fatalf("breaker gauge = %s after recovery, want 0", g)
@@ -482,4 +483,315 @@ func TestMemcachedAddDelete(t *testing.T) {
 	if err := m.Add("lock", []byte("c"), time.Minute); err != nil {
 		t.Fatalf("Add after Delete: %v", err)
 	}
+}
+
+// keysOn returns n keys ("key-<i>") that m places on its shard i.
+func keysOn(t *testing.T, m *Memcached, i, n int) []string {
+	t.Helper()
+	var keys []string
+	for k := 0; len(keys) < n && k < 100*n; k++ {
+		key := "key-" + strconv.Itoa(k)
+		s, err := m.shard(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s == m.shards[i] {
+			keys = append(keys, key)
+		}
+	}
+	if len(keys) < n {
+		t.Fatalf("only %d keys map to server %d", len(keys), i)
+	}
+	return keys
+}
+
+// metricValue returns the value of one series in the default metrics
+// output, or "missing".
+func metricValue(series string) string {
+	var b bytes.Buffer
+	metrics.WritePrometheus(&b, false)
+	for line := range strings.Lines(b.String()) {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "missing"
+}
+
+// TestMemcachedPlacement: keys land on the server a plain gomemcache client
+// over the same list picks, duplicates included (a server listed twice has
+// one breaker and twice the keys).
+func TestMemcachedPlacement(t *testing.T) {
+	a, b := startMemcached(t), startMemcached(t)
+	for _, servers := range [][]string{{a.addr(), b.addr()}, {b.addr(), a.addr()}, {a.addr(), b.addr(), a.addr()}} {
+		m := newTestMemcached(t, MemcachedOptions{Servers: servers})
+		if len(m.shards) != 2 {
+			t.Fatalf("%q: %d shards, want 2", servers, len(m.shards))
+		}
+		ref := memcache.New(servers...)
+		ref.Timeout = time.Second
+		tag := strings.Join(servers, ",")
+		for i := range 200 {
+			key := "place-" + strconv.Itoa(i)
+			if err := ref.Set(&memcache.Item{Key: key, Value: []byte(tag)}); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := m.Get(key); err != nil || string(got) != tag {
+				t.Fatalf("%q: Get(%s) = %q, %v: not where gomemcache put it", servers, key, got, err)
+			}
+		}
+		ref.Close()
+	}
+}
+
+// TestMemcachedOneServerDown: with one of two servers dead, keys on the
+// live one still hit, keys on the dead one fail fast (a miss for the
+// proxy), and only the dead server's breaker opens.
+func TestMemcachedOneServerDown(t *testing.T) {
+	a, b := startMemcached(t), startMemcached(t)
+	m := newTestMemcached(t, MemcachedOptions{Servers: []string{a.addr(), b.addr()}, BreakerDelay: time.Minute})
+	onA, onB := keysOn(t, m, 0, 20), keysOn(t, m, 1, 20)
+	for _, k := range append(append([]string{}, onA...), onB...) {
+		if err := m.Set(k, []byte(k), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serverGauge := func(s *memcachedServer) string {
+		return metricValue(`switchyard_cache_server_breaker_state{server="` + s.addr() + `"}`)
+	}
+	if g, ga, gb := metricValue("switchyard_cache_breaker_state"), serverGauge(a), serverGauge(b); g != "0" || ga != "0" || gb != "0" {
+		t.Fatalf("gauges before: overall %s, a %s, b %s; want 0 0 0", g, ga, gb)
+	}
+
+	a.stop()
+	start := time.Now()
+	for round := range 3 {
+		for i := range onA {
+			if _, err := m.Get(onA[i]); err == nil || errors.Is(err, ErrMiss) {
+				t.Fatalf("round %d: Get(%s) on the dead server: err = %v", round, onA[i], err)
+			} else if !strings.Contains(err.Error(), a.addr()) {
+				t.Fatalf("error does not name the server: %v", err)
+			}
+			if got, err := m.Get(onB[i]); err != nil || string(got) != onB[i] {
+				t.Fatalf("round %d: Get(%s) on the live server = %q, %v", round, onB[i], got, err)
+			}
+			if _, err := m.Incr("ctr-"+onB[i], 1, time.Time{}); err != nil {
+				t.Fatalf("Incr on the live server: %v", err)
+			}
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("60 operations on the dead server's keys took %v", d)
+	}
+	if !m.shards[0].breaker.IsOpen() || !m.shards[1].breaker.IsClosed() {
+		t.Fatalf("breakers: dead %v, live %v; want open, closed", m.shards[0].breaker.State(), m.shards[1].breaker.State())
+	}
+	if _, err := m.Get(onA[0]); !errors.Is(err, circuitbreaker.ErrOpen) {
+		t.Fatalf("Get on the dead server after its breaker opened: %v, want ErrOpen", err)
+	}
+	if _, err := m.Incr(onA[0], 1, time.Time{}); err == nil {
+		t.Fatal("Incr of a counter on the dead server succeeded")
+	}
+	if g, ga, gb := metricValue("switchyard_cache_breaker_state"), serverGauge(a), serverGauge(b); g != "2" || ga != "2" || gb != "0" {
+		t.Fatalf("gauges with a down: overall %s, a %s, b %s; want 2 2 0", g, ga, gb)
+	}
+}
+
+// warmPool leaves many idle connections in m's pools: n operations at once
+// on each key list.
+func warmPool(t *testing.T, m *Memcached, keys []string, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for g := range n {
+		wg.Go(func() {
+			k := keys[g%len(keys)]
+			if err := m.Set(k, []byte("warm"), time.Minute); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// currConnections is memcached's count of open connections (it includes
+// the one asking, and the listener).
+func currConnections(t *testing.T, addr string) int {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("stats\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	var all []byte
+	buf := make([]byte, 4096)
+	for !bytes.HasSuffix(all, []byte("END\r\n")) {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("stats: %v", err)
+		}
+		all = append(all, buf[:n]...)
+	}
+	for line := range strings.Lines(string(all)) {
+		if v, ok := strings.CutPrefix(line, "STAT curr_connections "); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no curr_connections in stats")
+	return 0
+}
+
+// TestMemcachedBreakerOpenDropsIdleConns: the connections pooled for a
+// server are closed when its breaker opens, so a probe after the delay
+// dials instead of taking a connection from before the failure.
+func TestMemcachedBreakerOpenDropsIdleConns(t *testing.T) {
+	a, b := startMemcached(t), startMemcached(t)
+	m := newTestMemcached(t, MemcachedOptions{Servers: []string{a.addr(), b.addr()}})
+	warmPool(t, m, keysOn(t, m, 0, 4), 48)
+	warmPool(t, m, keysOn(t, m, 1, 4), 48)
+	base := currConnections(t, a.addr())
+	if base < 10 {
+		t.Fatalf("only %d connections to a after warming the pool", base)
+	}
+	m.shards[0].breaker.Open()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		n := currConnections(t, a.addr())
+		if n <= base-10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connections to a: %d before its breaker opened, %d 3s after", base, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := currConnections(t, b.addr()); n < 10 {
+		t.Fatalf("b's pool went too (%d connections): only a's breaker opened", n)
+	}
+}
+
+// TestMemcachedRestartWarmPool: a server restarted while its connection
+// pool is warm is used again within BreakerDelay + 1s, whether the
+// restart was quick (no operation saw it down) or operations failed long
+// enough to open its breaker.
+func TestMemcachedRestartWarmPool(t *testing.T) {
+	const delay = 2 * time.Second
+	for _, tc := range []struct {
+		name      string
+		whileDown func(t *testing.T, m *Memcached, keys []string)
+	}{
+		{"quick restart", func(*testing.T, *Memcached, []string) {}},
+		{"down until its breaker opened", func(t *testing.T, m *Memcached, keys []string) {
+			for i := 0; i < 100 && !m.shards[0].breaker.IsOpen(); i++ {
+				_, _ = m.Get(keys[i%len(keys)])
+			}
+			if !m.shards[0].breaker.IsOpen() {
+				t.Fatal("breaker not open after 100 failed operations")
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := startMemcached(t), startMemcached(t)
+			m := newTestMemcached(t, MemcachedOptions{Servers: []string{a.addr(), b.addr()}, BreakerDelay: delay})
+			keys := keysOn(t, m, 0, 8)
+			warmPool(t, m, keys, 64)
+			retries := memcachedStaleRetries.Get()
+
+			a.stop()
+			tc.whileDown(t, m, keys)
+			a.start()
+			back := time.Now()
+			deadline := back.Add(delay + time.Second)
+			failed := 0
+			for i := 0; ; i++ {
+				k := keys[i%len(keys)]
+				err := m.Set(k, []byte("again"), time.Minute)
+				if err == nil {
+					var got []byte
+					got, err = m.Get(k)
+					if err == nil && string(got) != "again" {
+						t.Fatalf("Get(%s) = %q after Set", k, got)
+					}
+				}
+				if err == nil {
+					break
+				}
+				failed++
+				if time.Now().After(deadline) {
+					t.Fatalf("Set/Get still failing %v after the restart (breaker delay %v): %v", time.Since(back), delay, err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			t.Logf("%s: Set and Get work %v after the restart (%d failed tries, %d stale-connection retries)",
+				tc.name, time.Since(back).Round(time.Millisecond), failed, memcachedStaleRetries.Get()-retries)
+			// And every key of the server works, not just one.
+			for _, k := range keys {
+				if err := m.Set(k, []byte("v"), time.Minute); err != nil {
+					t.Fatalf("Set(%s) after recovery: %v", k, err)
+				}
+			}
+		})
+	}
+}
+
+// TestMemcachedOpsCounted: every request sent is counted by command,
+// including the add of an Incr that creates its counter.
+func TestMemcachedOpsCounted(t *testing.T) {
+	srv := startMemcached(t)
+	m := newTestMemcached(t, MemcachedOptions{Servers: []string{srv.addr()}})
+	counters := map[string]*metrics.Counter{"get": memcachedOpsGet, "set": memcachedOpsSet, "add": memcachedOpsAdd,
+		"delete": memcachedOpsDelete, "incr": memcachedOpsIncr, "decr": memcachedOpsDecr, "other": memcachedOpsOther}
+	snapshot := func() map[string]uint64 {
+		out := map[string]uint64{}
+		for op, c := range counters {
+			out[op] = c.Get()
+		}
+		return out
+	}
+	big := make([]byte, 300<<10) // written in several pieces
+	for i := range big {
+		big[i] = "get x\r\n"[i%7]
+	}
+	steps := []struct {
+		name string
+		do   func() error
+		want map[string]uint64
+	}{
+		{"Get miss", func() error { _, err := m.Get("absent"); return ignoreMiss(err) }, map[string]uint64{"get": 1}},
+		{"Set", func() error { return m.Set("k", []byte("v"), time.Minute) }, map[string]uint64{"set": 1}},
+		{"Set of a large value", func() error { return m.Set("big", big, time.Minute) }, map[string]uint64{"set": 1}},
+		{"Get hit", func() error { _, err := m.Get("big"); return err }, map[string]uint64{"get": 1}},
+		{"Incr creating the counter", func() error { _, err := m.Incr("c", 1, time.Time{}); return err }, map[string]uint64{"incr": 1, "add": 1}},
+		{"Incr", func() error { _, err := m.Incr("c", 1, time.Time{}); return err }, map[string]uint64{"incr": 1}},
+		{"Value", func() error { _, err := m.Value("c"); return err }, map[string]uint64{"get": 1}},
+		{"Add", func() error { return m.Add("lock", []byte("x"), time.Minute) }, map[string]uint64{"add": 1}},
+		{"Delete", func() error { return m.Delete("lock") }, map[string]uint64{"delete": 1}},
+		{"refused as too large", func() error { return ignoreTooLarge(m.Set("k", make([]byte, 2<<20), 0)) }, map[string]uint64{}},
+	}
+	for _, st := range steps {
+		before := snapshot()
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		after := snapshot()
+		for op := range counters {
+			if got := after[op] - before[op]; got != st.want[op] {
+				t.Errorf("%s: %d %s requests counted, want %d", st.name, got, op, st.want[op])
+			}
+		}
+	}
+}
+
+func ignoreTooLarge(err error) error {
+	if errors.Is(err, ErrTooLarge) {
+		return nil
+	}
+	return err
 }

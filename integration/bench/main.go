@@ -16,7 +16,8 @@
 // fasthttp load generator. Scenarios: (a) cache bypassed (Cache-Control:
 // no-store) against the direct upstream and the bare pass-through; (b)
 // cache hits, embedded; (c) cache hits, memcached, with and without the
-// near cache; (d) streaming: time to
+// near cache, and the memcached requests one miss and one hit cost (from
+// switchyard_cache_memcached_ops_total, near cache off); (d) streaming: time to
 // first event below saturation (d1) and events/s at saturation (d2); (e)
 // -streams concurrent open streams from a slow upstream (RSS, Go heap and
 // stacks, goroutines, errors); (f) embeddings cache hits, embedded cache,
@@ -438,6 +439,8 @@ func bench(args []string, w io.Writer) int {
 		rDirect, rPass, rBypass, rHit, rHitMC *measured
 		rHitMCRT                              *measured
 		rEmbDirect, rEmbHit                   *measured
+		trips                                 *roundTrips
+		tripsErr                              error
 		rBypassInfo                           *measured
 		rSDirectPaced, rSPaced                *measured
 		rSDirect, rSProxied                   *measured
@@ -497,6 +500,14 @@ func bench(args []string, w io.Writer) int {
 			runs = append(runs, rHitMCRT)
 		}
 		printRuns(w, "(c) cache hits, memcached on loopback, default config (near cache) and near_max_bytes: 0 (vs the direct fake upstream)", runs)
+		trips, tripsErr = roundTripsRun(bin, tmp, fake.addr, mc.addr, 200)
+		if tripsErr != nil {
+			fmt.Fprintln(w, "(c) memcached round trips:", tripsErr)
+		} else {
+			fmt.Fprintf(w, "(c) memcached requests (switchyard_cache_memcached_ops_total) of a switchyard with near_max_bytes: 0 and a tokens quota, "+
+				"%d misses then the same %d as hits, one at a time:\n  per miss: %.2f (%s)\n  per hit:  %.2f (%s)\n",
+				trips.n, trips.n, sum(trips.perMiss), breakdown(trips.perMiss), sum(trips.perHit), breakdown(trips.perHit))
+		}
 	}
 	if want('f') {
 		j := job{addr: fake.addr, path: "/v1/embeddings", body: embeddingsBody, conc: o.conc, dur: o.duration}
@@ -615,6 +626,11 @@ func bench(args []string, w io.Writer) int {
 		rows = append(rows, ratio{"embeddings cache-hit throughput / direct upstream, embedded",
 			fmt.Sprintf("%.2f (p50 %s ms vs %s ms direct; %.1f µs CPU/hit)", r, ms(pct(rEmbHit.res.lat, .5)), ms(pct(rEmbDirect.res.lat, .5)), rEmbHit.cpuPerReq()),
 			"(info, issue 13)", "n/a" + noiseTag(rEmbHit, rEmbDirect)})
+	}
+	if trips != nil {
+		rows = append(rows, ratio{"memcached round trips per miss / per hit (near cache off, quota)", trips.String(), "(info: was 1 get + 1 set + 1 incr per miss)", "n/a"})
+	} else if want('c') {
+		rows = append(rows, ratio{"memcached round trips per miss / per hit (near cache off, quota)", "not run", "(info)", "n/a"})
 	}
 	if rSPaced != nil && rSDirectPaced != nil {
 		a99 := pct(rSPaced.res.ttfe, .99) - pct(rSDirectPaced.res.ttfe, .99)

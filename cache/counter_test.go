@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -119,6 +120,26 @@ func TestMemcachedCounterSurvivesRestart(t *testing.T) {
 	srv.start()
 	if v, err := m.DecrFrom("q", 1, 163, exp); err != nil || v != 162 {
 		t.Fatalf("DecrFrom after a third restart = %d, %v; want 162", v, err)
+	}
+	// So do Fetch and Put, for the shared rate-limit views.
+	if err := m.Put("view", []byte(`{"d":1}`), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	srv.stop()
+	srv.start()
+	if b, err := m.Fetch("view"); !errors.Is(err, ErrMiss) {
+		t.Fatalf("Fetch after a restart = %q, %v; want ErrMiss", b, err)
+	}
+	srv.stop()
+	srv.start()
+	if err := m.Put("view", []byte(`{"d":2}`), time.Minute); err != nil {
+		t.Fatalf("Put after a restart: %v", err)
+	}
+	if b, err := m.Fetch("view"); err != nil || string(b) != `{"d":2}` {
+		t.Fatalf("Fetch = %q, %v", b, err)
+	}
+	if !m.breaker.IsClosed() {
+		t.Fatalf("breaker %v after the restarts, want closed", m.breaker.State())
 	}
 }
 

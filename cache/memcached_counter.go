@@ -139,6 +139,28 @@ func (m *Memcached) Value(key string) (uint64, error) {
 // on a fresh connection when a pooled one had been closed by a restarted
 // server. Errors are wrapped as "memcached get: ...".
 func (m *Memcached) Lookup(key string) (uint64, bool, error) {
+	b, err := m.Fetch(key)
+	if errors.Is(err, ErrMiss) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	// memcached pads a value that shrank in place with trailing spaces.
+	v, err := strconv.ParseUint(string(bytes.TrimRight(b, " ")), 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("memcached get: counter %q: %w", key, err)
+	}
+	return v, true, nil
+}
+
+// Fetch is Get for small shared state (the quota policy's rate-limit
+// views): it returns ErrMiss for an absent key and, like the counter
+// operations, retries once on a fresh connection when a pooled one had
+// been closed by a restarted server, so a background reader does not
+// spend the breaker's failures on dead connections. Errors are wrapped
+// as "memcached get: ...".
+func (m *Memcached) Fetch(key string) ([]byte, error) {
 	var it *memcache.Item
 	err := m.do(key, func(c *memcache.Client) error {
 		return retryStale(c, func() error {
@@ -147,17 +169,30 @@ func (m *Memcached) Lookup(key string) (uint64, bool, error) {
 			return err
 		})
 	})
-	if errors.Is(err, memcache.ErrCacheMiss) {
-		return 0, false, nil
+	switch {
+	case err == nil:
+		return it.Value, nil
+	case errors.Is(err, memcache.ErrCacheMiss):
+		return nil, ErrMiss
 	}
+	memcachedGetErrors.Inc()
+	return nil, fmt.Errorf("memcached get: %w", err)
+}
+
+// Put is Set for small shared state, retried like Fetch. A value that
+// would exceed MaxItemBytes is refused with ErrTooLarge. Errors are
+// wrapped as "memcached set: ...".
+func (m *Memcached) Put(key string, value []byte, ttl time.Duration) error {
+	if len(key)+len(value)+memcachedItemOverhead > m.maxItem {
+		return ErrTooLarge
+	}
+	item := &memcache.Item{Key: key, Value: value, Expiration: expiration(ttl, m.now())}
+	err := m.do(key, func(c *memcache.Client) error {
+		return retryStale(c, func() error { return c.Set(item) })
+	})
 	if err != nil {
-		memcachedGetErrors.Inc()
-		return 0, false, fmt.Errorf("memcached get: %w", err)
+		memcachedSetErrors.Inc()
+		return fmt.Errorf("memcached set: %w", err)
 	}
-	// memcached pads a value that shrank in place with trailing spaces.
-	v, err := strconv.ParseUint(string(bytes.TrimRight(it.Value, " ")), 10, 64)
-	if err != nil {
-		return 0, false, fmt.Errorf("memcached get: counter %q: %w", key, err)
-	}
-	return v, true, nil
+	return nil
 }

@@ -113,12 +113,12 @@ type Counter interface {
 }
 
 // ViewStore shares what the upstreams' rate-limit headers, 429s and 402s
-// said (per quota group) between replicas: memcached. Get returns an
-// error, any, when the key is absent. Implementations must be safe for
+// said (per quota group) between replicas: cache.Memcached. Fetch returns
+// an error, any, when the key is absent. Implementations must be safe for
 // concurrent use and should time out quickly; errors are tolerated.
 type ViewStore interface {
-	Get(key string) ([]byte, error)
-	Set(key string, value []byte, ttl time.Duration) error
+	Fetch(key string) ([]byte, error)
+	Put(key string, value []byte, ttl time.Duration) error
 }
 
 // Estimate is what a request is expected to cost, for reserving a tokens

@@ -92,14 +92,14 @@ func (g *group) publish(e *env, now time.Time, urgent bool) {
 func (g *group) writeView(e *env) {
 	now := e.now()
 	g.published.Store(now.UnixNano())
-	if b, err := e.views.Get(g.viewKey); err == nil {
+	if b, err := e.views.Fetch(g.viewKey); err == nil {
 		g.mergeView(e, b, now)
 	}
 	b, ttl := g.encodeView(now.UnixNano())
 	if b == nil {
 		return
 	}
-	if err := e.views.Set(g.viewKey, b, ttl); err != nil {
+	if err := e.views.Put(g.viewKey, b, ttl); err != nil {
 		e.log.Debug("shared rate-limit view not written", "group", g.key, "err", err)
 	}
 }
@@ -121,7 +121,7 @@ func (g *group) refreshView(e *env, now time.Time) {
 // readView reads the stored view into ours. An absent view, or a store
 // that fails, teaches nothing.
 func (g *group) readView(e *env) {
-	if b, err := e.views.Get(g.viewKey); err == nil {
+	if b, err := e.views.Fetch(g.viewKey); err == nil {
 		g.mergeView(e, b, e.now())
 	}
 }

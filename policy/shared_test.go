@@ -23,7 +23,7 @@ type fakeViews struct {
 
 func newFakeViews() *fakeViews { return &fakeViews{m: map[string][]byte{}} }
 
-func (f *fakeViews) Get(key string) ([]byte, error) {
+func (f *fakeViews) Fetch(key string) ([]byte, error) {
 	f.gets.Add(1)
 	time.Sleep(f.GetDelay)
 	f.mu.Lock()
@@ -35,7 +35,7 @@ func (f *fakeViews) Get(key string) ([]byte, error) {
 	return b, nil
 }
 
-func (f *fakeViews) Set(key string, value []byte, ttl time.Duration) error {
+func (f *fakeViews) Put(key string, value []byte, ttl time.Duration) error {
 	f.sets.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -52,6 +52,7 @@ func (p *Policy) reserve(u *upstream, model string, est func() Estimate) (*Reser
 		}
 	case v > g.quota.Limit:
 		g.applyOrLocal(e, pi, -amount, now)
+		g.readSoon()
 		g.checkThresholds(e, pi, now)
 		return nil, g.refusal(u, model, pi, now)
 	}
@@ -130,6 +131,9 @@ func (g *group) settle(e *env, r *Reservation, ob *Observation, now time.Time) {
 	if d != 0 {
 		g.applyOrLocal(e, r.pi, d, now)
 	}
+	if d < 0 {
+		g.readSoon()
+	}
 	g.checkThresholds(e, r.pi, now)
 }
 
@@ -140,7 +144,17 @@ func (g *group) release(e *env, r *Reservation) {
 	}
 	now := e.now()
 	g.applyOrLocal(e, r.pi, -r.amount, now)
+	g.readSoon()
 	g.checkThresholds(e, r.pi, now)
+}
+
+// readSoon has the next Rank (or Refresh) re-read the shared counter in
+// the background. After units were given back, the count this replica
+// holds can be too high: it is the value of the operation started last,
+// and concurrent reservations that were given back after it (a burst
+// over the limit) are still in it.
+func (g *group) readSoon() {
+	g.lastSync.Store(0)
 }
 
 // renew starts the count again when the reset the upstream stated for the

@@ -441,3 +441,37 @@ func TestStatedResetStale(t *testing.T) {
 		t.Fatalf("Do = %v, want refused", err)
 	}
 }
+
+// BenchmarkDo is one attempt through Do and Observe, without a quota and
+// with a request or token quota on the in-process counter (the embedded
+// default): what reserving and settling add besides memcached's round
+// trips.
+func BenchmarkDo(b *testing.B) {
+	for _, q := range []config.Quota{{}, {Limit: 1 << 60, Unit: "requests"}, {Limit: 1 << 60, Unit: "tokens"}} {
+		name := "no quota"
+		if q.Limit > 0 {
+			name = q.Unit
+		}
+		b.Run(name, func(b *testing.B) {
+			o := testOpts(newClock(t0), nil)
+			p, err := New([]config.Upstream{{Name: "a", Quota: q}}, o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			est := func() Estimate { return Estimate{PromptChars: 400, MaxTokens: 100} }
+			ob := Observation{Outcome: verdict.OK, Status: 200, Usage: Usage{PromptTokens: 90, CompletionTokens: 60}}
+			call := func(r *Reservation) (Attempt, error) {
+				ob := ob
+				ob.Reservation = r
+				p.Observe("a", "m", ob)
+				return Attempt{Outcome: verdict.OK}, nil
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := p.Do("a", "m", est, call); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -259,3 +259,29 @@ func TestQuotaReplicasShareRateLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestQuotaReplicasRefusalFailsOver: a replica whose cached count still
+// shows room is refused by the shared counter itself; the request goes to
+// the next candidate without an attempt on the spent upstream.
+func TestQuotaReplicasRefusalFailsOver(t *testing.T) {
+	mc := startMemcached(t)
+	a := newFake(t, okJSON("a"))
+	b := newFake(t, okJSON("b"))
+	ps := startReplicas(t, 2, testConfig(memcachedYAML(mc.Addr()),
+		upstreamYAML("a", a.BaseURL(), "ka", 1, "    quota: {limit: 5, unit: requests, period: day}\n"),
+		upstreamYAML("b", b.BaseURL(), "kb", 2, "")))
+	for i := range 5 {
+		rmPost(t, ps[0].URL, fmt.Sprintf(`{"model":"test-model","messages":[{"role":"user","content":"r1 %d"}]}`, i), noStore...)
+	}
+	if a.Calls() != 5 {
+		t.Fatalf("a calls %d, want 5", a.Calls())
+	}
+	// Replica 2 read the counter at 0 when it started and has not re-read it.
+	r, body := rmPost(t, ps[1].URL, simpleBody, noStore...)
+	if r.Header.Get("X-Upstream") != "b" || r.Header.Get("X-Attempts") != "" || a.Calls() != 5 {
+		t.Fatalf("replica 2: X-Upstream %q X-Attempts %q, a calls %d: %s", r.Header.Get("X-Upstream"), r.Header.Get("X-Attempts"), a.Calls(), body)
+	}
+	if !ps[1].WaitLog(`"tried":"b:ok"`) {
+		t.Errorf("decision log does not show b as the only attempt:\n%s", ps[1].Logs())
+	}
+}

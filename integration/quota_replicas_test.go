@@ -92,9 +92,18 @@ func qrURLs(ps []*proxyProc) []string {
 	return urls
 }
 
+// qrMemcachedYAML is the cache section for mc with a 1s timeout: the
+// 100ms default is for production, and hundreds of concurrent requests
+// through three -race binaries on a small CI machine can miss it. A
+// missed counter operation is counted in process, which is the outage
+// behaviour (operations.md), not what these tests are about.
+func qrMemcachedYAML(mc *memcachedProc) string {
+	return strings.Replace(memcachedYAML(mc.Addr()), "timeout: 100ms", "timeout: 1s", 1)
+}
+
 // qrConfig is one upstream with a daily request quota, on memcached.
 func qrConfig(mc *memcachedProc, upstreamURL string, limit int) string {
-	return testConfig(memcachedYAML(mc.Addr()),
+	return testConfig(qrMemcachedYAML(mc),
 		upstreamYAML("a", upstreamURL, "ka", 1, fmt.Sprintf("    quota: {limit: %d, unit: requests, period: day}\n", limit)))
 }
 
@@ -119,21 +128,28 @@ func TestQuotaReplicasConcurrent(t *testing.T) {
 	if q.status[200] < 290 {
 		t.Errorf("only %d requests served of a quota of 300", q.status[200])
 	}
-	// Each replica's /status converges on the shared count (the refused
-	// reservations, given back, are re-read in the background).
+	// Each replica's /status converges on the shared count: the refused
+	// reservations, given back, are re-read in the background. (An update
+	// that timed out under load is counted in process too, and can leave
+	// the count a unit above the calls: the safe side.)
 	for i, p := range ps {
 		deadline := time.Now().Add(3 * time.Second)
 		for {
 			st, _ := obsFetchStatus(t, p.Admin)
 			u := st.upstream("a")
-			if u != nil && u.Quota.Used == int64(up.Calls()) && u.Quota.Limit == 300 {
+			if u != nil && u.Quota.Limit == 300 && u.Quota.Used >= int64(up.Calls()) && u.Quota.Used <= int64(up.Calls())+3 {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Errorf("replica %d /status quota: %+v, want used %d", i+1, u.Quota, up.Calls())
+				t.Errorf("replica %d /status quota: %+v, want used %d (at most 3 more)", i+1, u.Quota, up.Calls())
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for i, p := range ps {
+		if n := strings.Count(p.Logs(), "quota counter unavailable"); n > 0 {
+			t.Logf("replica %d: %d quota counter errors under load", i+1, n)
 		}
 	}
 }
@@ -213,7 +229,7 @@ func TestQuotaReplicasShareRateLimit(t *testing.T) {
 		okJSON("a")(w, r)
 	})
 	b := newFake(t, okJSON("b"))
-	ps := startReplicas(t, 3, testConfig(memcachedYAML(mc.Addr()),
+	ps := startReplicas(t, 3, testConfig(qrMemcachedYAML(mc),
 		upstreamYAML("a", a.BaseURL(), "ka", 1, ""),
 		upstreamYAML("b", b.BaseURL(), "kb", 2, "")))
 	r, _ := rmPost(t, ps[0].URL, simpleBody, noStore...)
@@ -267,7 +283,7 @@ func TestQuotaReplicasRefusalFailsOver(t *testing.T) {
 	mc := startMemcached(t)
 	a := newFake(t, okJSON("a"))
 	b := newFake(t, okJSON("b"))
-	ps := startReplicas(t, 2, testConfig(memcachedYAML(mc.Addr()),
+	ps := startReplicas(t, 2, testConfig(qrMemcachedYAML(mc),
 		upstreamYAML("a", a.BaseURL(), "ka", 1, "    quota: {limit: 5, unit: requests, period: day}\n"),
 		upstreamYAML("b", b.BaseURL(), "kb", 2, "")))
 	for i := range 5 {

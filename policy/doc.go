@@ -123,8 +123,10 @@
 //
 // The last value read from or returned by the counter, plus what was
 // counted in process, is cached; Rank skips a group whose cached count is
-// at its limit and re-reads the counter in the background at most every
-// 15s, so Rank never waits for the network. A counter found missing
+// at its limit and re-reads the counter in the background every 15s
+// (every second while the count is at the limit, and soon after units
+// were given back, since the cached value may still hold refused
+// reservations), so Rank never waits for the network. A counter found missing
 // although this replica has counted in the period (memcached restarted)
 // is re-created from this replica's count, by the next increment,
 // decrement or read (IncrFrom and DecrFrom take that seed). If the

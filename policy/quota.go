@@ -50,6 +50,9 @@ type group struct {
 	pending    atomic.Int64
 	lastSync   atomic.Int64 // Now() in unix ns of the last counter read or update
 	refreshing atomic.Bool
+	// stale counts the times used was marked as possibly too high (see
+	// readSoon); readStale is the mark the last read began after.
+	stale, readStale atomic.Uint64
 
 	// statedReset is when the upstream last said the allowance the quota
 	// counts resets (see statedWindow), unix ns; renewed is the stated
@@ -255,10 +258,17 @@ func (g *group) setUsed(pi *periodInfo, seq uint64, v int64) {
 }
 
 // maybeRefresh re-reads the shared counter in the background when the cached
-// value is older than quotaRefresh. It never blocks.
+// value is older than quotaRefresh, or than RefreshInterval while it is
+// at the limit (this replica then makes no counter operation of its own,
+// and other replicas giving units back, or renewing the count, free
+// room), or when readSoon asked. It never blocks.
 func (g *group) maybeRefresh(e *env, now time.Time, pi *periodInfo) {
 	n := now.UnixNano()
-	if last := g.lastSync.Load(); last != 0 && n >= last && n-last < int64(quotaRefresh) {
+	every := int64(quotaRefresh)
+	if g.used.Load() >= g.quota.Limit {
+		every = int64(RefreshInterval)
+	}
+	if last := g.lastSync.Load(); last != 0 && n >= last && n-last < every && g.stale.Load() == g.readStale.Load() {
 		return
 	}
 	if !g.refreshing.CompareAndSwap(false, true) {
@@ -273,10 +283,27 @@ func (g *group) maybeRefresh(e *env, now time.Time, pi *periodInfo) {
 	}()
 }
 
-// readCount reads the shared counter of pi into used. A counter that is
+// readSoon has the next Rank (or Refresh) re-read the shared counter in
+// the background. After units were given back, or once the count reached
+// the limit, the count this replica holds can be too high: it is the
+// value of the operation started last, and concurrent reservations that
+// were refused and given back after it (a burst over the limit) are
+// still in it.
+func (g *group) readSoon() {
+	g.stale.Add(1)
+}
+
+// readCount reads the shared counter of pi into used. What was counted in
+// process while the counter failed is sent first. A counter that is
 // missing although this replica has counted in this period (memcached
 // restarted, or evicted it) is re-created from this replica's count.
 func (g *group) readCount(e *env, pi *periodInfo, now time.Time) error {
+	mark := g.stale.Load()
+	if g.pending.Load() != 0 {
+		if _, err := g.apply(e, pi, 0, now, false); err != nil {
+			return err
+		}
+	}
 	seq := g.opSeq.Add(1)
 	v, found, err := e.counter.Lookup(pi.key)
 	if err != nil {
@@ -295,6 +322,7 @@ func (g *group) readCount(e *env, pi *periodInfo, now time.Time) error {
 		g.setUsed(pi, seq, clampInt64(v)+g.pending.Load())
 	}
 	g.lastSync.Store(now.UnixNano())
+	g.readStale.Store(mark)
 	g.checkThresholds(e, pi, now)
 	return nil
 }

@@ -55,6 +55,10 @@ func (p *Policy) reserve(u *upstream, model string, est func() Estimate) (*Reser
 		g.readSoon()
 		g.checkThresholds(e, pi, now)
 		return nil, g.refusal(u, model, pi, now)
+	case v == g.quota.Limit:
+		// The last unit: the count may include reservations being given
+		// back at this moment (see readSoon).
+		g.readSoon()
 	}
 	g.checkThresholds(e, pi, now)
 	return &Reservation{g: g, pi: pi, amount: amount}, nil
@@ -148,14 +152,6 @@ func (g *group) release(e *env, r *Reservation) {
 	g.checkThresholds(e, r.pi, now)
 }
 
-// readSoon has the next Rank (or Refresh) re-read the shared counter in
-// the background. After units were given back, the count this replica
-// holds can be too high: it is the value of the operation started last,
-// and concurrent reservations that were given back after it (a burst
-// over the limit) are still in it.
-func (g *group) readSoon() {
-	g.lastSync.Store(0)
-}
 
 // renew starts the count again when the reset the upstream stated for the
 // counted allowance (see statedWindow) has passed while the count is at

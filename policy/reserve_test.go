@@ -475,3 +475,36 @@ func BenchmarkDo(b *testing.B) {
 		})
 	}
 }
+
+// TestQuotaExhaustedRereadEverySecond: a replica that sees its group at
+// the limit makes no counter operations, so it re-reads the counter every
+// second rather than every 15s: room another replica gives back is seen
+// within a second.
+func TestQuotaExhaustedRereadEverySecond(t *testing.T) {
+	c := newClock(t0)
+	shared := newFakeCounter(c.Now)
+	shared.local.IncrFrom(keyA, 3, 0, t0.Add(time.Hour))
+	o := testOpts(c, nil)
+	o.Counter = shared
+	p := mustNew(t, []config.Upstream{{Name: "a", Quota: config.Quota{Limit: 3}}}, o)
+	if err := p.Sync(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ts := targets("m", "a")
+	if sk := mustAdmit(t, p, ts, "a"); sk == nil {
+		t.Fatal("not skipped at the limit")
+	}
+	shared.local.DecrFrom(keyA, 1, 0, time.Time{}) // another replica gave one back
+	time.Sleep(5 * time.Millisecond)
+	if sk := mustAdmit(t, p, ts, "a"); sk == nil {
+		t.Fatal("re-read within the second")
+	}
+	c.Advance(time.Second)
+	deadline := time.Now().Add(2 * time.Second)
+	for mustAdmit(t, p, ts, "a") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the freed unit was never seen")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

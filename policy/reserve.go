@@ -152,7 +152,6 @@ func (g *group) release(e *env, r *Reservation) {
 	g.checkThresholds(e, r.pi, now)
 }
 
-
 // renew starts the count again when the reset the upstream stated for the
 // counted allowance (see statedWindow) has passed while the count is at
 // its limit: the shared counter is read afresh and, if it is still at the

@@ -411,10 +411,10 @@ func (g *group) pendingReset(pi *periodInfo) int64 {
 }
 
 // resetsAt is when the quota of period pi is next renewed, seen at n:
-// the upstream-stated reset when one applies and is still ahead, else
-// the end of the period.
+// for a used-up quota the upstream-stated reset when one applies and is
+// still ahead, else the end of the period.
 func (g *group) resetsAt(pi *periodInfo, n int64) int64 {
-	if r := g.pendingReset(pi); r > n {
+	if r := g.pendingReset(pi); r > n && g.used.Load() >= g.quota.Limit {
 		return r
 	}
 	return pi.end

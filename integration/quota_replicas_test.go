@@ -197,15 +197,16 @@ func TestQuotaReplicaKilledAfterExhaustion(t *testing.T) {
 		t.Fatal("replica 1 did not die")
 	}
 	restarted := startProxy(t, cfg)
+	// It read the shared count before it listened.
+	st, _ := obsFetchStatus(t, restarted.Admin)
+	if u := st.upstream("a"); u == nil || u.Quota.Used != 30 {
+		t.Errorf("restarted replica's first /status quota: %+v, want used 30", u)
+	}
 	before := up.Calls()
 	q = qrFire(t, []string{restarted.URL}, 20, 100)
 	t.Logf("replica SIGKILLed after exhaustion, restarted, 20 concurrent: %d reached the upstream, client statuses %s", up.Calls()-before, q)
 	if up.Calls() != before || q.status[429] != 20 {
 		t.Errorf("after the restart: %d upstream calls, statuses %s; want 0 and twenty 429s", up.Calls()-before, q)
-	}
-	st, _ := obsFetchStatus(t, restarted.Admin)
-	if u := st.upstream("a"); u == nil || u.Quota.Used != 30 {
-		t.Errorf("restarted replica's /status quota: %+v, want used 30", u)
 	}
 }
 

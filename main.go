@@ -139,6 +139,7 @@ func probe(url string, stderr io.Writer) int {
 type backends struct {
 	store   proxy.Cache
 	counter policy.Counter
+	views   policy.ViewStore // nil: rate-limit views stay in process
 	name    string
 	close   func()
 }
@@ -163,7 +164,7 @@ func newBackends(cfg config.Config) (backends, error) {
 	if cfg.Cache.NearMaxBytes > 0 {
 		store = cache.NewTiered(m, cfg.Cache.NearMaxBytes, cfg.Cache.NearTTL)
 	}
-	return backends{store: store, counter: m, name: "memcached", close: func() { _ = m.Close() }}, nil
+	return backends{store: store, counter: m, views: m, name: "memcached", close: func() { _ = m.Close() }}, nil
 }
 
 func buildClients(cfg config.Config) ([]*upstream.Client, error) {
@@ -189,6 +190,16 @@ func policyOptions(cfg config.Config) policy.Options {
 	}
 }
 
+// syncTimeout bounds the start-up read of the shared quota state: a
+// memcached operation can take its timeout to dial and its timeout again
+// to answer.
+func syncTimeout(cfg config.Config) time.Duration {
+	if len(cfg.Cache.Memcached) == 0 {
+		return time.Second // in process: immediate
+	}
+	return 2*cfg.Cache.Timeout + 50*time.Millisecond
+}
+
 // bodyBufferLimit is the largest body buffer a connection (or a pooled
 // request or response) keeps for reuse; typical chat bodies fit, a long
 // context or an image's base64 is allocated for its request alone.
@@ -207,10 +218,17 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger, logOut 
 		return err
 	}
 	popts := policyOptions(cfg)
-	popts.Counter, popts.Logger = be.counter, log
+	popts.Counter, popts.Views, popts.Logger = be.counter, be.views, log
 	pol, err := policy.New(cfg.Upstreams, popts)
 	if err != nil {
 		return err
+	}
+	// The shared quota counts and rate-limit views are read before the
+	// listeners open: a replica that (re)starts must not rank from a
+	// count of 0 (its reservations are exact either way). A dead memcached
+	// delays the start by about two of its timeouts (dial, then read).
+	if err := pol.Sync(syncTimeout(cfg)); err != nil {
+		log.Warn("quota state not read at start; counting from the next counter operation", "err", err)
 	}
 	srv, err := proxy.New(proxy.Options{
 		Config: cfg, Upstreams: clients, Policy: pol, Cache: be.store, CacheBackend: be.name,
@@ -287,8 +305,14 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger, logOut 
 	defer signal.Stop(sigs)
 	lifecycle(log, "listening", attrs...)
 
+	// What other replicas learn (rate limits, quota use) is read in the
+	// background, never on a request's path.
+	refresh := time.NewTicker(policy.RefreshInterval)
+	defer refresh.Stop()
 	for {
 		select {
+		case <-refresh.C:
+			pol.Refresh()
 		case err := <-errc:
 			return err
 		case sig := <-sigs:
@@ -336,7 +360,7 @@ func reload(path, listenFlag string, old config.Config, srv *proxy.Server, pol *
 		return reject(err)
 	}
 	popts := policyOptions(cfg)
-	popts.Counter, popts.Logger = be.counter, log
+	popts.Counter, popts.Views, popts.Logger = be.counter, be.views, log
 	np, err := pol.Reload(cfg.Upstreams, popts)
 	if err != nil {
 		return reject(err)

@@ -230,13 +230,39 @@ func unixNano(t time.Time) int64 {
 // kept apart from the LRU and are never evicted; expired ones are dropped
 // when touched or by an occasional sweep. The error is always nil.
 func (e *Embedded) Incr(key string, delta uint64, expireAt time.Time) (uint64, error) {
+	return e.IncrFrom(key, delta, 0, expireAt)
+}
+
+// IncrFrom is Incr, except that a missing or expired counter is created
+// with value seed+delta (see Memcached.IncrFrom). The error is always nil.
+func (e *Embedded) IncrFrom(key string, delta, seed uint64, expireAt time.Time) (uint64, error) {
+	return e.update(key, func(v uint64) uint64 { return v + delta }, seed+delta, expireAt), nil
+}
+
+// DecrFrom subtracts delta from the counter key, flooring at 0 like
+// memcached's decr, and returns the new value. A missing or expired
+// counter is created with value seed−delta (at least 0), expiring at
+// expireAt. The error is always nil.
+func (e *Embedded) DecrFrom(key string, delta, seed uint64, expireAt time.Time) (uint64, error) {
+	floor := func(v uint64) uint64 {
+		if v < delta {
+			return 0
+		}
+		return v - delta
+	}
+	return e.update(key, floor, floor(seed), expireAt), nil
+}
+
+// update sets the counter key to next(value) when it exists, else creates
+// it with value created and expiry expireAt, and returns the new value.
+func (e *Embedded) update(key string, next func(uint64) uint64, created uint64, expireAt time.Time) uint64 {
 	now := e.now().UnixNano()
 	e.cmu.Lock()
 	defer e.cmu.Unlock()
 	if c, ok := e.counters[key]; ok && (c.expires == 0 || now < c.expires) {
-		c.value += delta
+		c.value = next(c.value)
 		e.counters[key] = c
-		return c.value, nil
+		return c.value
 	}
 	if len(e.counters) >= e.sweepAt {
 		for k, c := range e.counters {
@@ -250,23 +276,31 @@ func (e *Embedded) Incr(key string, delta uint64, expireAt time.Time) (uint64, e
 	if !expireAt.IsZero() {
 		expires = unixNano(expireAt)
 	}
-	e.counters[strings.Clone(key)] = counter{value: delta, expires: expires}
-	return delta, nil
+	e.counters[strings.Clone(key)] = counter{value: created, expires: expires}
+	return created
 }
 
 // Value returns the current value of the counter key, or 0 if it is
 // missing or expired. The error is always nil.
 func (e *Embedded) Value(key string) (uint64, error) {
+	v, _, err := e.Lookup(key)
+	return v, err
+}
+
+// Lookup returns the current value of the counter key and whether it
+// exists (0, false when it is missing or expired). The error is always
+// nil.
+func (e *Embedded) Lookup(key string) (uint64, bool, error) {
 	now := e.now().UnixNano()
 	e.cmu.Lock()
 	defer e.cmu.Unlock()
 	c, ok := e.counters[key]
 	if !ok {
-		return 0, nil
+		return 0, false, nil
 	}
 	if c.expires != 0 && now >= c.expires {
 		delete(e.counters, key)
-		return 0, nil
+		return 0, false, nil
 	}
-	return c.value, nil
+	return c.value, true, nil
 }

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -18,11 +21,64 @@ import (
 // of clients are counted exactly. Errors are wrapped as
 // "memcached incr: ...".
 func (m *Memcached) Incr(key string, delta uint64, expireAt time.Time) (uint64, error) {
+	return m.IncrFrom(key, delta, 0, expireAt)
+}
+
+// IncrFrom is Incr for a counter that may have been lost (a memcached
+// restart, an eviction): a missing counter is created with value
+// seed+delta rather than delta, so a caller that knew the count can carry
+// it over. When several clients find it missing at once, the first add
+// wins and the others increment the value it created: every delta is
+// counted once, and the seed of one client is used. Errors are wrapped as
+// "memcached incr: ...".
+func (m *Memcached) IncrFrom(key string, delta, seed uint64, expireAt time.Time) (uint64, error) {
+	return m.counterOp(key, false, delta, seed+delta, expireAt)
+}
+
+// DecrFrom subtracts delta from the counter key and returns the new
+// value; memcached floors it at 0. A missing counter is created with
+// value seed−delta (at least 0), expiring at expireAt, as IncrFrom does.
+// Errors are wrapped as "memcached decr: ..." and counted as
+// switchyard_cache_errors_total{op="incr"} (one series for counter
+// updates).
+func (m *Memcached) DecrFrom(key string, delta, seed uint64, expireAt time.Time) (uint64, error) {
+	created := uint64(0)
+	if seed > delta {
+		created = seed - delta
+	}
+	return m.counterOp(key, true, delta, created, expireAt)
+}
+
+// counterOp runs memcached's incr or decr on key, creating the counter
+// with value created when it is missing (the increment/add dance, at most
+// maxIncrs rounds when other clients race to create it).
+//
+// A pooled connection that memcached closed (it restarted) fails its next
+// operation with EOF or a reset; gomemcache then drops that connection
+// but keeps the other idle ones, all as dead. The first such error drops
+// every idle connection of the client and retries once on a fresh one:
+// otherwise each dead connection would cost a failed update (and counts
+// toward opening the breaker) just when the counters need re-seeding. The
+// retried command had not reached the restarted server.
+func (m *Memcached) counterOp(key string, decr bool, delta, created uint64, expireAt time.Time) (uint64, error) {
+	verb := "incr"
+	if decr {
+		verb = "decr"
+	}
 	var v uint64
 	err := m.do(key, func(c *memcache.Client) error {
+		update := func() error {
+			var err error
+			if decr {
+				v, err = c.Decrement(key, delta)
+			} else {
+				v, err = c.Increment(key, delta)
+			}
+			return err
+		}
 		var err error
 		for range m.maxIncrs {
-			v, err = c.Increment(key, delta)
+			err = retryStale(c, update)
 			if !errors.Is(err, memcache.ErrCacheMiss) {
 				return err
 			}
@@ -31,40 +87,112 @@ func (m *Memcached) Incr(key string, delta uint64, expireAt time.Time) (uint64, 
 				now := m.now()
 				exp = expiration(max(expireAt.Sub(now), time.Second), now)
 			}
-			err = c.Add(&memcache.Item{Key: key, Value: strconv.AppendUint(nil, delta, 10), Expiration: exp})
+			item := &memcache.Item{Key: key, Value: strconv.AppendUint(nil, created, 10), Expiration: exp}
+			err = retryStale(c, func() error { return c.Add(item) })
 			if err == nil {
-				v = delta
+				v = created
 				return nil
 			}
 			if !errors.Is(err, memcache.ErrNotStored) {
 				return err
 			}
-			// Another client created it between our Increment and Add:
-			// increment theirs.
+			// Another client created it between our update and add:
+			// update theirs.
 		}
 		return err
 	})
 	if err != nil {
 		memcachedIncrErrors.Inc()
-		return 0, fmt.Errorf("memcached incr: %w", err)
+		return 0, fmt.Errorf("memcached %s: %w", verb, err)
 	}
 	return v, nil
+}
+
+// retryStale runs op, and once more after dropping c's idle connections
+// when it failed on a connection the server had closed.
+func retryStale(c *memcache.Client, op func() error) error {
+	err := op()
+	if !staleConn(err) {
+		return err
+	}
+	_ = c.Close() // idle connections only; the client stays usable
+	return op()
+}
+
+// staleConn reports whether err is what a pooled connection to a
+// memcached that has since restarted (or dropped it) fails with.
+func staleConn(err error) bool {
+	return err != nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed))
 }
 
 // Value returns the current value of the counter key, or 0 if it is
 // missing. Errors are wrapped as "memcached get: ...".
 func (m *Memcached) Value(key string) (uint64, error) {
-	b, err := m.Get(key)
+	v, _, err := m.Lookup(key)
+	return v, err
+}
+
+// Lookup returns the current value of the counter key and whether it
+// exists: a counter that is missing (never created, expired, or lost in
+// a memcached restart) reads 0, false. Like the updates, it retries once
+// on a fresh connection when a pooled one had been closed by a restarted
+// server. Errors are wrapped as "memcached get: ...".
+func (m *Memcached) Lookup(key string) (uint64, bool, error) {
+	b, err := m.Fetch(key)
 	if errors.Is(err, ErrMiss) {
-		return 0, nil
+		return 0, false, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	// memcached pads a value that shrank in place with trailing spaces.
 	v, err := strconv.ParseUint(string(bytes.TrimRight(b, " ")), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("memcached get: counter %q: %w", key, err)
+		return 0, false, fmt.Errorf("memcached get: counter %q: %w", key, err)
 	}
-	return v, nil
+	return v, true, nil
+}
+
+// Fetch is Get for small shared state (the quota policy's rate-limit
+// views): it returns ErrMiss for an absent key and, like the counter
+// operations, retries once on a fresh connection when a pooled one had
+// been closed by a restarted server, so a background reader does not
+// spend the breaker's failures on dead connections. Errors are wrapped
+// as "memcached get: ...".
+func (m *Memcached) Fetch(key string) ([]byte, error) {
+	var it *memcache.Item
+	err := m.do(key, func(c *memcache.Client) error {
+		return retryStale(c, func() error {
+			var err error
+			it, err = c.Get(key)
+			return err
+		})
+	})
+	switch {
+	case err == nil:
+		return it.Value, nil
+	case errors.Is(err, memcache.ErrCacheMiss):
+		return nil, ErrMiss
+	}
+	memcachedGetErrors.Inc()
+	return nil, fmt.Errorf("memcached get: %w", err)
+}
+
+// Put is Set for small shared state, retried like Fetch. A value that
+// would exceed MaxItemBytes is refused with ErrTooLarge. Errors are
+// wrapped as "memcached set: ...".
+func (m *Memcached) Put(key string, value []byte, ttl time.Duration) error {
+	if len(key)+len(value)+memcachedItemOverhead > m.maxItem {
+		return ErrTooLarge
+	}
+	item := &memcache.Item{Key: key, Value: value, Expiration: expiration(ttl, m.now())}
+	err := m.do(key, func(c *memcache.Client) error {
+		return retryStale(c, func() error { return c.Set(item) })
+	})
+	if err != nil {
+		memcachedSetErrors.Inc()
+		return fmt.Errorf("memcached set: %w", err)
+	}
+	return nil
 }

@@ -388,6 +388,14 @@ type Quota struct {
 	// provider huggingface (its credits are monthly). A 402 (credits
 	// exhausted) disables the upstream's quota group until the period ends.
 	Period string `yaml:"period"`
+	// DefaultMaxTokens is the completion size reserved, before the call,
+	// for a request that sets neither max_tokens nor
+	// max_completion_tokens (units tokens and chars; 4 characters count
+	// as a token). Default 0: 1024. The reservation is reconciled with the
+	// usage the answer reports; too small a value lets concurrent requests
+	// overshoot the limit by the difference, too large a one turns
+	// requests away while the last of the quota is still there.
+	DefaultMaxTokens int64 `yaml:"default_max_tokens"`
 }
 
 // Retry is the same-upstream retry policy.
@@ -970,6 +978,9 @@ func (c *Config) Validate() error {
 		}
 		if u.Quota.Limit < 0 {
 			bad(p+".quota.limit", "must not be negative")
+		}
+		if u.Quota.DefaultMaxTokens < 0 {
+			bad(p+".quota.default_max_tokens", "must not be negative")
 		}
 		switch u.Quota.Unit {
 		case UnitRequests, UnitTokens, UnitChars:

@@ -310,6 +310,7 @@ func TestParseFailureClosure(t *testing.T) {
 		{"models empty alias", withUpstream("    models: {'': x}\n"), []string{"upstreams[0].models: aliases and model names must not be empty"}},
 		{"models empty model", withUpstream("    models: {x: ''}\n"), []string{"upstreams[0].models: aliases and model names must not be empty"}},
 		{"quota limit negative", withUpstream("    quota: {limit: -1}\n"), []string{"upstreams[0].quota.limit: must not be negative"}},
+		{"quota default_max_tokens negative", withUpstream("    quota: {limit: 10, unit: tokens, default_max_tokens: -1}\n"), []string{"upstreams[0].quota.default_max_tokens: must not be negative"}},
 		{"quota unit", withUpstream("    quota: {limit: 1, unit: bytes}\n"), []string{"upstreams[0].quota.unit: must be requests, tokens or chars"}},
 		{"quota period", withUpstream("    quota: {limit: 1, period: week}\n"), []string{"upstreams[0].quota.period: must be day or month"}},
 		{"quota period case", withUpstream("    quota: {period: Day}\n"), []string{"upstreams[0].quota.period: must be day or month"}},
@@ -1063,6 +1064,10 @@ func TestShippedConfig(t *testing.T) {
 		}
 		if u.Models["llama-3.3-70b"] == "" || u.Models["llama-3.1-8b"] == "" {
 			t.Errorf("upstreams[%d] (%s) models = %v, want both aliases", i, u.Name, u.Models)
+		}
+		// Groq limits are per organisation: the keys of one org share a group.
+		if w.provider == ProviderGroq && (u.QuotaGroup != "groq_org" || u.Quota != cfg.Upstreams[0].Quota) {
+			t.Errorf("upstreams[%d] (%s) quota_group %q quota %+v, want groq_org sharing groq_1's quota", i, u.Name, u.QuotaGroup, u.Quota)
 		}
 	}
 	if len(cfg.Warnings) != 0 {

@@ -25,7 +25,7 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	p := mustNew(t, specs("a", "b"), breakerOpts(c, lb))
 	ts := targets("m", "a", "b")
 	for i := range 5 {
-		a, err := p.Do("a", "m", run(verdict.Failure))
+		a, err := p.Do("a", "m", nil, run(verdict.Failure))
 		if err != nil || a.Outcome != verdict.Failure {
 			t.Fatalf("Do #%d = %+v, %v", i, a, err)
 		}
@@ -43,7 +43,7 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 		t.Fatalf("Until = now+%v, want within the breaker delay", d)
 	}
 	called := false
-	_, err := p.Do("a", "m", func() (Attempt, error) { called = true; return Attempt{}, nil })
+	_, err := p.Do("a", "m", nil, func(*Reservation) (Attempt, error) { called = true; return Attempt{}, nil })
 	if !errors.Is(err, ErrBreakerOpen) || called {
 		t.Fatalf("Do on open breaker: err = %v, called = %v", err, called)
 	}
@@ -56,7 +56,7 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	if len(ranked) != 2 {
 		t.Fatalf("after the delay ranked = %+v, want a admitted", ranked)
 	}
-	if a, err := p.Do("a", "m", run(verdict.OK)); err != nil || a.Outcome != verdict.OK {
+	if a, err := p.Do("a", "m", nil, run(verdict.OK)); err != nil || a.Outcome != verdict.OK {
 		t.Fatalf("half-open trial: %+v, %v", a, err)
 	}
 	if st := p.Snapshot()[0]; st.Breaker != "closed" {
@@ -75,11 +75,11 @@ func TestBreakerHalfOpenCapsHealth(t *testing.T) {
 	o.Breaker.SuccessThreshold = 3
 	p := mustNew(t, specs("a"), o)
 	for range 5 {
-		p.Do("a", "m", run(verdict.Failure))
+		p.Do("a", "m", nil, run(verdict.Failure))
 	}
 	observeN("a", "m", 50, ok(0))(p) // health 1
 	time.Sleep(testDelay + 10*time.Millisecond)
-	if _, err := p.Do("a", "m", run(verdict.OK)); err != nil { // half-open, 1 of 3 successes
+	if _, err := p.Do("a", "m", nil, run(verdict.OK)); err != nil { // half-open, 1 of 3 successes
 		t.Fatal(err)
 	}
 	ranked, _ := p.Rank(targets("m", "a"))
@@ -89,8 +89,8 @@ func TestBreakerHalfOpenCapsHealth(t *testing.T) {
 	if st := p.Snapshot()[0]; st.Breaker != "half-open" {
 		t.Fatalf("breaker = %s", st.Breaker)
 	}
-	p.Do("a", "m", run(verdict.OK))
-	p.Do("a", "m", run(verdict.OK))
+	p.Do("a", "m", nil, run(verdict.OK))
+	p.Do("a", "m", nil, run(verdict.OK))
 	ranked, _ = p.Rank(targets("m", "a"))
 	if ranked[0].Health != 1 {
 		t.Fatalf("closed again: health = %v, want 1", ranked[0].Health)
@@ -117,7 +117,7 @@ func TestBreakerIsolation(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := mustNew(t, specs("a", "b"), breakerOpts(newClock(t0), nil))
 			for range tt.n {
-				p.Do("a", "m1", run(tt.outcome))
+				p.Do("a", "m1", nil, run(tt.outcome))
 			}
 			admitted := func(name, model string) bool {
 				ranked, _ := p.Rank([]Target{{Name: name, Model: model}})
@@ -132,7 +132,7 @@ func TestBreakerIsolation(t *testing.T) {
 			if got := admitted("b", "m1"); got != tt.otherUps {
 				t.Errorf("(b, m1) admitted = %v, want %v", got, tt.otherUps)
 			}
-			_, err := p.Do("a", "m2", run(verdict.OK))
+			_, err := p.Do("a", "m2", nil, run(verdict.OK))
 			if gotOpen := errors.Is(err, ErrBreakerOpen); gotOpen == tt.m2 {
 				t.Errorf("Do(a, m2) err = %v", err)
 			}
@@ -144,15 +144,15 @@ func TestDoErrorWithoutOutcomeIsFailure(t *testing.T) {
 	p := mustNew(t, specs("a"), breakerOpts(newClock(t0), nil))
 	boom := errors.New("connection reset")
 	for range 5 {
-		a, err := p.Do("a", "m", func() (Attempt, error) { return Attempt{}, boom })
+		a, err := p.Do("a", "m", nil, func(*Reservation) (Attempt, error) { return Attempt{}, boom })
 		if !errors.Is(err, boom) || a.Outcome != verdict.Failure {
 			t.Fatalf("Do = %+v, %v", a, err)
 		}
 	}
-	if _, err := p.Do("a", "m", run(verdict.OK)); !errors.Is(err, ErrBreakerOpen) {
+	if _, err := p.Do("a", "m", nil, run(verdict.OK)); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("want the breaker open, got %v", err)
 	}
-	if _, err := p.Do("nope", "m", run(verdict.OK)); !errors.Is(err, ErrUnknownUpstream) {
+	if _, err := p.Do("nope", "m", nil, run(verdict.OK)); !errors.Is(err, ErrUnknownUpstream) {
 		t.Fatalf("unknown upstream: %v", err)
 	}
 }
@@ -162,14 +162,14 @@ func TestStreamFailed(t *testing.T) {
 	// Five concurrent streams commit (the breaker records five successes),
 	// then all five break.
 	for range 5 {
-		if _, err := p.Do("a", "m", run(verdict.OK)); err != nil {
+		if _, err := p.Do("a", "m", nil, run(verdict.OK)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for range 5 {
 		p.StreamFailed("a", "m", false, Observation{Status: 200, Err: "stream stalled"})
 	}
-	if _, err := p.Do("a", "m", run(verdict.OK)); !errors.Is(err, ErrBreakerOpen) {
+	if _, err := p.Do("a", "m", nil, run(verdict.OK)); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("after 5 failures counted by StreamFailed: %v", err)
 	}
 	// Each stream is observed once, when it ends: as a failed request.
@@ -186,9 +186,9 @@ func TestStreamFailed(t *testing.T) {
 // point would have reset the count each time.
 func TestDeferredStreams(t *testing.T) {
 	p := mustNew(t, specs("a"), breakerOpts(newClock(t0), nil))
-	pending := func() (Attempt, error) { return Attempt{Outcome: verdict.OK, Pending: true}, nil }
+	pending := func(*Reservation) (Attempt, error) { return Attempt{Outcome: verdict.OK, Pending: true}, nil }
 	for i := 0; i < 5; i++ {
-		a, err := p.Do("a", "m", pending)
+		a, err := p.Do("a", "m", nil, pending)
 		if err != nil {
 			t.Fatalf("stream %d: %v", i, err)
 		}
@@ -197,13 +197,13 @@ func TestDeferredStreams(t *testing.T) {
 		}
 		p.StreamFailed("a", "m", a.Deferred, Observation{Status: 200, Err: "cut"})
 	}
-	if _, err := p.Do("a", "m", pending); !errors.Is(err, ErrBreakerOpen) {
+	if _, err := p.Do("a", "m", nil, pending); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("after 5 streams failed after commit: %v", err)
 	}
 
 	// A stream that ends well records one success, when it ends.
 	q := mustNew(t, specs("b"), breakerOpts(newClock(t0), nil))
-	a, err := q.Do("b", "m", pending)
+	a, err := q.Do("b", "m", nil, pending)
 	if err != nil || !a.Deferred {
 		t.Fatalf("Do = %+v, %v", a, err)
 	}
@@ -212,7 +212,7 @@ func TestDeferredStreams(t *testing.T) {
 		t.Fatalf("breaker %q", st.Breaker)
 	}
 	// Not pending: recorded at once, nothing deferred.
-	if a, err := q.Do("b", "m", run(verdict.OK)); err != nil || a.Deferred {
+	if a, err := q.Do("b", "m", nil, run(verdict.OK)); err != nil || a.Deferred {
 		t.Fatalf("plain Do = %+v, %v", a, err)
 	}
 }
@@ -258,7 +258,7 @@ func TestBreakerStateReadsHalfOpenAfterDelay(t *testing.T) {
 				}
 			}
 			for range 5 {
-				p.Do("a", "m", run(tt.outcome))
+				p.Do("a", "m", nil, run(tt.outcome))
 			}
 			check("just opened", "open", "2")
 			time.Sleep(testDelay + 10*time.Millisecond)
@@ -267,13 +267,13 @@ func TestBreakerStateReadsHalfOpenAfterDelay(t *testing.T) {
 				t.Errorf("reading the state moved the breaker:\n%s", lb)
 			}
 			// The trial fails: open again, for a fresh delay.
-			if _, err := p.Do("a", "m", run(tt.outcome)); err != nil {
+			if _, err := p.Do("a", "m", nil, run(tt.outcome)); err != nil {
 				t.Fatalf("trial: %v", err)
 			}
 			check("failed trial", "open", "2")
 			time.Sleep(testDelay + 10*time.Millisecond)
 			check("second delay passed", "half-open", "1")
-			if _, err := p.Do("a", "m", run(verdict.OK)); err != nil {
+			if _, err := p.Do("a", "m", nil, run(verdict.OK)); err != nil {
 				t.Fatalf("trial: %v", err)
 			}
 			check("good trial", "closed", "0")

@@ -35,7 +35,7 @@ func TestConcurrentUse(t *testing.T) {
 				ranked, _ := p.Rank(targets(model, "a", "b", "c"))
 				for _, cand := range ranked {
 					out := outcomes[(g*7+i)%len(outcomes)]
-					a, err := p.Do(cand.Name, cand.Model, run(out))
+					a, err := p.Do(cand.Name, cand.Model, nil, run(out))
 					if errors.Is(err, ErrBreakerOpen) {
 						continue
 					}
@@ -69,9 +69,9 @@ func TestReload(t *testing.T) {
 	o := testOpts(c, nil)
 	o.Breaker = config.Breaker{FailureThreshold: 2, Delay: time.Minute}
 	p := mustNew(t, []config.Upstream{{Name: "a", Quota: config.Quota{Limit: 2}}, {Name: "b"}, {Name: "gone"}}, o)
-	p.Do("a", "m", run(verdict.Failure))
-	p.Do("a", "m", run(verdict.Failure)) // (a, m) open
-	p.Observe("a", "m", ok(0))           // quota 1 of 2
+	p.Do("a", "m", nil, observed(p, "a", "m", fail()))
+	p.Do("a", "m", nil, observed(p, "a", "m", fail())) // (a, m) open; 502s are free
+	p.Observe("a", "m", ok(0))                         // quota 1 of 2
 	p.Observe("b", "m", classified(Observation{Outcome: verdict.RateLimited, Status: 429, RateLimit: verdict.RateLimit{RetryAfter: time.Minute, Known: true}}))
 	p.Observe("b", "m", fail())
 
@@ -103,7 +103,7 @@ func TestReload(t *testing.T) {
 	if len(skipped) != 2 || skipped[0].Reason != ReasonQuotaExhausted || skipped[1].Reason != ReasonRateLimited {
 		t.Fatalf("skipped after second reload = %+v", skipped)
 	}
-	if st := np2.Snapshot()[0]; st.Breaker != "closed" || st.Requests != 2 {
+	if st := np2.Snapshot()[0]; st.Breaker != "closed" || st.Requests != 4 {
 		t.Fatalf("a after breaker change = %+v", st)
 	}
 	if _, err := np.Reload(nil, o); err == nil {
@@ -119,7 +119,7 @@ func TestMetrics(t *testing.T) {
 	p := mustNew(t, []config.Upstream{{Name: "a", Quota: config.Quota{Limit: 10}}, {Name: "b"}}, o)
 	p.Observe("a", "m", ok(0))
 	p.Observe("a", "m", ok(0))
-	p.Do("b", "m", run(verdict.Failure))
+	p.Do("b", "m", nil, run(verdict.Failure))
 	p.Observe("b", "m", fail())
 	cur := p
 	scrape := func() string {

@@ -16,48 +16,64 @@ import (
 // (counts KeyRejected) and the (name, model) breaker (counts Failure and
 // KeyRejected), in that order from the outside in.
 //
+// Before each call, Do reserves the call's quota when the upstream's quota
+// group has a limit (one shared counter increment; see the package doc,
+// Quota): one request, or for tokens and chars what est returns (est may
+// be nil; it is called only for those units). The reservation is passed to
+// call (nil without a limit) and must be handed to Observe in the
+// attempt's Observation, which settles it. When it would take the count
+// over the limit, Do gives it back and returns a *QuotaError (wrapping
+// ErrQuotaExhausted) without calling call; a breaker that refuses the call
+// after the reservation gives it back too.
+//
 // When a breaker is open, Do returns an error wrapping ErrBreakerOpen and a
 // zero Attempt without calling call. Otherwise it returns what the last
 // call returned (an error with Outcome OK is treated as Failure); a retry
-// that the budget or an opening breaker stops also ends with the last
-// call's result. Do records nothing in health, latency or quota: report
+// that the budget, an opening breaker or the quota stops also ends with
+// the last call's result. Do records nothing in health or latency: report
 // every attempt, retried ones included, with Observe (for example from
 // inside call).
-func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, error) {
+func (p *Policy) Do(name, model string, est func() Estimate, call func(*Reservation) (Attempt, error)) (Attempt, error) {
 	u := p.byName[name]
 	if u == nil {
 		return Attempt{}, fmt.Errorf("upstream %q: %w", name, ErrUnknownUpstream)
 	}
-	st := u.st
-	d := st.dep(model)
+	d := u.st.dep(model)
 	// Check first, so that an inner open breaker does not record a success
 	// on the outer key breaker.
-	if openRemaining(st.keyCB) > 0 || openRemaining(d.cb) > 0 {
+	if openRemaining(u.st.keyCB) > 0 || openRemaining(d.cb) > 0 {
 		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, ErrBreakerOpen)
 	}
 	d.markPicked()
 	if u.retry == nil {
-		return once(st, d, name, model, call)
+		return p.once(u, d, model, est, call)
 	}
 	var (
 		last    Attempt
 		lastErr error
+		refused error // why the first try did not run
 		ran     int
 	)
 	_, err := failsafe.With[Attempt](u.retry).Get(func() (Attempt, error) {
-		a, err := once(st, d, name, model, call)
-		if errors.Is(err, ErrBreakerOpen) {
+		a, err := p.once(u, d, model, est, call)
+		if errors.Is(err, ErrBreakerOpen) || errors.Is(err, ErrQuotaExhausted) {
+			if ran == 0 {
+				refused = err
+			}
 			return a, err // the retry aborts on it; the last call's result stands
 		}
 		if ran > 0 {
-			st.retries.Inc()
+			u.st.retries.Inc()
 		}
 		ran++
 		last, lastErr = a, err
 		return a, err
 	})
 	if ran == 0 {
-		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, ErrBreakerOpen)
+		if refused == nil {
+			refused = fmt.Errorf("upstream %q model %q: %w", name, model, ErrBreakerOpen)
+		}
+		return Attempt{}, refused
 	}
 	if errors.Is(err, budget.ErrExceeded) {
 		p.budgetExceeded.Inc()
@@ -71,16 +87,24 @@ func (p *Policy) Do(name, model string, call func() (Attempt, error)) (Attempt, 
 // without an execution per call, and with one difference: an attempt that
 // comes back Pending (a committed stream) keeps its permits, and its
 // record waits for StreamDone or StreamFailed, with or without a retry
-// policy around it.
-func once(st *upState, d *deployment, name, model string, call func() (Attempt, error)) (Attempt, error) {
+// policy around it. The quota is reserved first: failsafe-go's breakers
+// cannot hand a permit back unused, a reservation can be.
+func (p *Policy) once(u *upstream, d *deployment, model string, est func() Estimate, call func(*Reservation) (Attempt, error)) (Attempt, error) {
+	st, name := u.st, u.spec.Name
+	res, err := p.reserve(u, model, est)
+	if err != nil {
+		return Attempt{}, err
+	}
 	if !st.keyCB.TryAcquirePermit() {
+		u.grp.release(p.env, res)
 		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, ErrBreakerOpen)
 	}
 	if !d.cb.TryAcquirePermit() {
 		st.keyCB.RecordSuccess() // release the permit; the executor records an inner refusal the same way
+		u.grp.release(p.env, res)
 		return Attempt{}, fmt.Errorf("upstream %q model %q: %w", name, model, ErrBreakerOpen)
 	}
-	a, err := call()
+	a, err := call(res)
 	if err != nil && a.Outcome == verdict.OK {
 		a.Outcome = verdict.Failure
 	}
@@ -94,11 +118,12 @@ func once(st *upState, d *deployment, name, model string, call func() (Attempt, 
 }
 
 // Observe records what an attempt produced: the health window, the latency
-// average, the quota counter (which may cost one Counter.Incr round trip),
+// average, the quota (settling ob.Reservation, which costs one counter
+// round trip when the real cost differs from the reservation, or none),
 // the rate-limit view, cooldowns and the last error. Call it once per
-// attempt that reached the upstream (not when Do returned ErrOpen without
-// calling); for a stream, once when it ends, with Latency the time to the
-// first token.
+// attempt that Do ran (not when Do returned an error without calling),
+// including those whose call never reached the upstream; for a stream,
+// once when it ends, with Latency the time to the first token.
 func (p *Policy) Observe(name, model string, ob Observation) {
 	u := p.byName[name]
 	if u == nil {
@@ -130,23 +155,33 @@ func (p *Policy) Observe(name, model string, ob Observation) {
 		st.setLastErr(msg)
 	}
 
-	if g.quota.Limit > 0 && charged(ob.Status, ob.Outcome) {
+	switch {
+	case ob.Reservation != nil:
+		ob.Reservation.g.settle(e, ob.Reservation, &ob, now)
+	case g.quota.Limit > 0 && charged(ob.Status, ob.Outcome):
 		g.charge(e, now, g.delta(&ob))
 	}
 
 	rl := &ob.RateLimit
 	if rl.Known && (rl.LimitRequests > 0 || rl.LimitTokens > 0) {
 		g.rlGet(model).setView(now, rl)
+		stated := g.noteStated(now, rl)
+		// A window used up is news for every replica; remaining counts
+		// and a moved reset are worth a write now and then.
+		g.publish(e, now, rl.Exhausted() > 0 || (rl.LimitRequests > 0 && rl.RemainingRequests <= 0) ||
+			(rl.LimitTokens > 0 && rl.RemainingTokens <= 0) || stated && g.used.Load() >= g.quota.Limit)
 	}
 	switch {
 	case ob.Outcome == verdict.QuotaExhausted:
 		p.disable(u, now, rl)
+		g.publish(e, now, true)
 	case ob.Cooldown > 0:
 		why := "rate limited"
 		if ob.Outcome != verdict.RateLimited {
 			why = "rate limit headers report nothing remaining" // they predict the next 429
 		}
 		p.cooldown(u, model, now, ob.Cooldown, why)
+		g.publish(e, now, true)
 	}
 }
 

@@ -94,22 +94,56 @@
 //
 // # Quota
 //
-// An upstream with Quota.Limit > 0 is charged on Observe when the upstream
-// answered: HTTP status 2xx, or 4xx other than 429 (5xx, 429 and connection
-// failures are free). Unit "requests" adds 1, "tokens" the prompt and
-// completion tokens of the usage, "chars" Observation.Chars. Upstreams with
-// the same QuotaGroup share one counter and one rate-limit view. The counter
-// key is
+// An upstream with Quota.Limit > 0 is charged when the upstream answered:
+// HTTP status 2xx, or 4xx other than 429 (5xx, 429 and connection failures
+// are free). Unit "requests" counts 1, "tokens" the prompt and completion
+// tokens of the usage, "chars" Observation.Chars. Upstreams with the same
+// QuotaGroup share one counter and one rate-limit view. The counter key is
 //
 //	<prefix>:<group or name>:<unit>:<YYYYMMDD | YYYYMM>
 //
 // for the UTC day or calendar month that is being counted; it expires one
-// hour after the period ends. The last value read from or returned by the
-// counter is cached in process; Rank re-reads it in the background at most
-// every 15s, so Rank never waits for the network. If the counter fails, the
-// error is logged at debug level and counting continues in process. At 80%
-// and 90% of the limit a warning is logged once per period; at 100% the
-// group is skipped ("quota exhausted") until the period ends.
+// hour after the period ends.
+//
+// The charge is reserved before the call: [Policy.Do] adds the attempt's
+// units to the counter with one atomic increment ([Counter.IncrFrom]) and
+// passes the [Reservation] to the call; if the new value is over the
+// limit it subtracts them again and returns a [QuotaError] without
+// calling. Requests reserve 1; tokens reserve the prompt's characters / 4
+// plus the request's max tokens ([Estimate], else
+// Quota.DefaultMaxTokens, else [DefaultMaxTokens]); chars reserve the
+// prompt's characters plus 4 per completion token. [Policy.Observe]
+// settles the reservation: a charged attempt is reconciled to its real
+// cost (one more increment or decrement when it differs; a 2xx that
+// reports no cost keeps the estimate), any other attempt gives it all
+// back, as does a breaker that refuses the call after the reservation.
+// Concurrent attempts on any number of replicas sharing the counter thus
+// never pass a request limit; a token limit only by what answers in
+// flight exceed their estimates.
+//
+// The last value read from or returned by the counter, plus what was
+// counted in process, is cached; Rank skips a group whose cached count is
+// at its limit and re-reads the counter in the background every 15s
+// (every second while the count is at the limit, and soon after units
+// were given back, since the cached value may still hold refused
+// reservations), so Rank never waits for the network. A counter found missing
+// although this replica has counted in the period (memcached restarted)
+// is re-created from this replica's count, by the next increment,
+// decrement or read (IncrFrom and DecrFrom take that seed). If the
+// counter fails, the error is logged at debug level and counting continues
+// in process; what was counted so is sent with the next operation that
+// succeeds. [Policy.Sync] reads every counter and shared view, bounded,
+// for a replica that starts. At 80% and 90% of the limit a warning is
+// logged once per period; at 100% the group is skipped ("quota
+// exhausted") until the period ends, or until the reset the upstream's
+// headers state for the very allowance counted (same unit, stated limit
+// equal to Quota.Limit: Groq's requests per day) when that comes first.
+// After that reset the next reservation starts the count again from 0.
+//
+// With a [ViewStore] the rate-limit views, cooldowns, 402 disablements
+// and stated resets of each quota group are shared with other replicas:
+// written in the background when this replica learns something new,
+// read in the background by [Policy.Refresh].
 //
 // # Cooldowns
 //

@@ -65,17 +65,53 @@ func (l *logBuf) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// fakeCounter is a Counter with function fields.
+// fakeCounter is a Counter with function fields; nil fields use an
+// in-process counter of its own (newFakeCounter).
 type fakeCounter struct {
-	IncrFunc  func(key string, delta uint64, expireAt time.Time) (uint64, error)
-	ValueFunc func(key string) (uint64, error)
+	IncrFromFunc func(key string, delta, seed uint64, expireAt time.Time) (uint64, error)
+	DecrFromFunc func(key string, delta, seed uint64, expireAt time.Time) (uint64, error)
+	LookupFunc   func(key string) (uint64, bool, error)
+	local        *localCounter
 }
 
-func (f *fakeCounter) Incr(key string, delta uint64, expireAt time.Time) (uint64, error) {
-	return f.IncrFunc(key, delta, expireAt)
+// newFakeCounter returns a fakeCounter backed by an in-process counter.
+func newFakeCounter(now func() time.Time) *fakeCounter {
+	return &fakeCounter{local: newLocalCounter(now)}
 }
 
-func (f *fakeCounter) Value(key string) (uint64, error) { return f.ValueFunc(key) }
+func (f *fakeCounter) IncrFrom(key string, delta, seed uint64, expireAt time.Time) (uint64, error) {
+	if f.IncrFromFunc != nil {
+		return f.IncrFromFunc(key, delta, seed, expireAt)
+	}
+	return f.local.IncrFrom(key, delta, seed, expireAt)
+}
+
+func (f *fakeCounter) DecrFrom(key string, delta, seed uint64, expireAt time.Time) (uint64, error) {
+	if f.DecrFromFunc != nil {
+		return f.DecrFromFunc(key, delta, seed, expireAt)
+	}
+	return f.local.DecrFrom(key, delta, seed, expireAt)
+}
+
+func (f *fakeCounter) Lookup(key string) (uint64, bool, error) {
+	if f.LookupFunc != nil {
+		return f.LookupFunc(key)
+	}
+	return f.local.Lookup(key)
+}
+
+// value is the counter's value of key, or 0.
+func (f *fakeCounter) value(key string) uint64 {
+	v, _, _ := f.Lookup(key)
+	return v
+}
+
+// drop deletes key, as a memcached restart would.
+func (f *fakeCounter) drop(key string) {
+	f.local.mu.Lock()
+	delete(f.local.m, key)
+	f.local.mu.Unlock()
+}
 
 var errDown = errors.New("counter down")
 
@@ -133,8 +169,18 @@ func fail() Observation {
 	return Observation{Outcome: verdict.Failure, Status: 502, Err: "bad gateway"}
 }
 
-func run(o verdict.Outcome) func() (Attempt, error) {
-	return func() (Attempt, error) { return Attempt{Outcome: o}, nil }
+func run(o verdict.Outcome) func(*Reservation) (Attempt, error) {
+	return func(*Reservation) (Attempt, error) { return Attempt{Outcome: o}, nil }
+}
+
+// observed is a call that reports ob (with the call's reservation) to p,
+// as the proxy does, and returns ob's outcome.
+func observed(p *Policy, name, model string, ob Observation) func(*Reservation) (Attempt, error) {
+	return func(r *Reservation) (Attempt, error) {
+		ob.Reservation = r
+		p.Observe(name, model, ob)
+		return Attempt{Outcome: ob.Outcome}, nil
+	}
 }
 
 func skippedFor(sk []Skipped, name string) (Skipped, bool) {

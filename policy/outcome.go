@@ -67,4 +67,10 @@ type Observation struct {
 	// Err is a short message for /status; it must contain no secrets. At
 	// most 256 bytes are kept.
 	Err string
+	// Reservation is the quota Do reserved for this attempt (the one it
+	// passed to the call); Observe settles it, once: a charged attempt
+	// (Status) is reconciled to its real cost, any other is released.
+	// Nil charges the real cost directly, as for an attempt Do did not
+	// run.
+	Reservation *Reservation
 }

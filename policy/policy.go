@@ -25,7 +25,27 @@ var (
 	// upstream refuses the call: its key breaker, or the breaker of the
 	// (upstream, model) deployment.
 	ErrBreakerOpen = errors.New("circuit breaker open")
+	// ErrQuotaExhausted is returned by Do, wrapped in a *QuotaError, when
+	// the attempt's reservation would take the upstream's quota group over
+	// its limit: the upstream was not called.
+	ErrQuotaExhausted = errors.New("quota exhausted")
 )
+
+// QuotaError is the error Do returns when it refuses an attempt because
+// its reservation would exceed the quota. Skipped says so the way Rank
+// would have: Reason ReasonQuotaExhausted, and when the quota is expected
+// back. It unwraps to ErrQuotaExhausted.
+type QuotaError struct {
+	Skipped Skipped
+}
+
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("upstream %q model %q: %s until %s", e.Skipped.Name, e.Skipped.Model, ErrQuotaExhausted,
+		e.Skipped.Until.Format(time.RFC3339))
+}
+
+// Unwrap returns ErrQuotaExhausted.
+func (e *QuotaError) Unwrap() error { return ErrQuotaExhausted }
 
 // Defaults applied by New to zero-valued options.
 const (
@@ -41,6 +61,13 @@ const (
 	DefaultSuccessThreshold = 1
 	// DefaultBreakerDelay is the default config.Breaker.Delay.
 	DefaultBreakerDelay = 60 * time.Second
+	// DefaultMaxTokens is the completion size reserved for a request that
+	// sets neither max_tokens nor max_completion_tokens, when the quota's
+	// DefaultMaxTokens is 0 (units tokens and chars).
+	DefaultMaxTokens = 1024
+	// RefreshInterval is how often the caller should call Refresh: the
+	// age at which another replica's rate-limit news reaches this one.
+	RefreshInterval = time.Second
 )
 
 // DefaultHealthHalfLife returns the default Options.HealthHalfLife for a
@@ -70,14 +97,39 @@ const (
 	retryJitterFactor     = 0.25
 )
 
-// Counter is a shared quota counter. Implementations must be safe for
-// concurrent use and should time out quickly; errors are tolerated.
+// Counter is a shared quota counter (cache.Memcached, cache.Embedded).
+// Implementations must be safe for concurrent use and should time out
+// quickly; errors are tolerated (see the package doc, Quota).
 type Counter interface {
-	// Incr adds delta to key, creating it with expiry expireAt when missing,
-	// and returns the new value.
-	Incr(key string, delta uint64, expireAt time.Time) (uint64, error)
-	// Value returns the current value of key (0 when missing).
-	Value(key string) (uint64, error)
+	// IncrFrom adds delta to key and returns the new value. A missing key
+	// is created as seed+delta, expiring at expireAt: the caller's last
+	// known count carries over when the counter was lost.
+	IncrFrom(key string, delta, seed uint64, expireAt time.Time) (uint64, error)
+	// DecrFrom subtracts delta from key, flooring at 0, and returns the
+	// new value. A missing key is created as seed−delta (at least 0).
+	DecrFrom(key string, delta, seed uint64, expireAt time.Time) (uint64, error)
+	// Lookup returns the value of key and whether it exists.
+	Lookup(key string) (value uint64, found bool, err error)
+}
+
+// ViewStore shares what the upstreams' rate-limit headers, 429s and 402s
+// said (per quota group) between replicas: cache.Memcached. Fetch returns
+// an error, any, when the key is absent. Implementations must be safe for
+// concurrent use and should time out quickly; errors are tolerated.
+type ViewStore interface {
+	Fetch(key string) ([]byte, error)
+	Put(key string, value []byte, ttl time.Duration) error
+}
+
+// Estimate is what a request is expected to cost, for reserving a tokens
+// or chars quota before the call (see the package doc, Quota). The caller
+// reads it from the request body.
+type Estimate struct {
+	// PromptChars is the characters of the request's message contents.
+	PromptChars int64
+	// MaxTokens is the request's max_completion_tokens, else its
+	// max_tokens; 0 when it sets neither.
+	MaxTokens int64
 }
 
 // Options configure a Policy. The zero value is usable.
@@ -92,6 +144,9 @@ type Options struct {
 	Now func() time.Time
 	// Counter is the shared quota counter; nil means an in-process one.
 	Counter Counter
+	// Views shares rate-limit views, cooldowns and 402 disablements of
+	// quota groups with other replicas; nil keeps them in process.
+	Views ViewStore
 	// CounterPrefix starts every counter key; default DefaultCounterPrefix.
 	CounterPrefix string
 	// Logger receives breaker state changes (Info), quota warnings and
@@ -156,6 +211,7 @@ type env struct {
 	now     func() time.Time
 	log     *slog.Logger
 	counter Counter
+	views   ViewStore // nil: rate-limit views stay in process
 	prefix  string
 	set     *metrics.Set
 	global  bool // set is the default set: the gauges are registered there too
@@ -197,8 +253,8 @@ func New(specs []config.Upstream, o Options) (*Policy, error) {
 // upstreams whose name remains: breakers (unless Options.Breaker changed;
 // then they start closed), health, latency, counters, last error,
 // cooldowns, quota use and disablement (per quota group; the cached count
-// only if unit and period are unchanged). A nil o.Counter or o.RetryBudget
-// keeps the old one. The receiver stays usable for requests in flight;
+// only if unit and period are unchanged). A nil o.Counter, o.Views or
+// o.RetryBudget keeps the old one. The receiver stays usable for requests in flight;
 // both share the carried state. Metrics switch to the new Policy.
 func (p *Policy) Reload(specs []config.Upstream, o Options) (*Policy, error) {
 	return build(specs, o, p)
@@ -219,7 +275,7 @@ func build(specs []config.Upstream, o Options, old *Policy) (*Policy, error) {
 	if len(specs) == 0 {
 		return nil, errors.New("policy: no upstreams")
 	}
-	e := &env{now: o.Now, log: o.Logger, counter: o.Counter, prefix: o.CounterPrefix, set: o.Metrics}
+	e := &env{now: o.Now, log: o.Logger, counter: o.Counter, views: o.Views, prefix: o.CounterPrefix, set: o.Metrics}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -232,6 +288,9 @@ func build(specs []config.Upstream, o Options, old *Policy) (*Policy, error) {
 		} else {
 			e.counter = newLocalCounter(e.now)
 		}
+	}
+	if e.views == nil && old != nil {
+		e.views = old.env.views
 	}
 	if e.prefix == "" {
 		e.prefix = DefaultCounterPrefix
@@ -386,9 +445,9 @@ func normQuota(q config.Quota) config.Quota {
 func (p *Policy) newRetryPolicy(r config.Retry) retrypolicy.RetryPolicy[Attempt] {
 	return retrypolicy.NewBuilder[Attempt]().
 		HandleIf(func(a Attempt, err error) bool {
-			return !errors.Is(err, ErrBreakerOpen) && retryable(a, r)
+			return !errors.Is(err, ErrBreakerOpen) && !errors.Is(err, ErrQuotaExhausted) && retryable(a, r)
 		}).
-		AbortOnErrors(ErrBreakerOpen).
+		AbortOnErrors(ErrBreakerOpen, ErrQuotaExhausted).
 		WithMaxRetries(r.Attempts).
 		WithDelayFunc(func(ex failsafe.ExecutionAttempt[Attempt]) time.Duration {
 			return retryDelay(r.Backoff, ex.Attempts(), ex.LastResult().RetryAfter, rand.Float64())

@@ -17,6 +17,7 @@ const (
 	defaultCooldown = 10 * time.Second // verdict.RateLimited without any reset known
 	maxCooldown     = 24 * time.Hour
 	rlViewTTL       = time.Minute // how long rate-limit headers without reset are trusted
+	charsPerToken   = 4           // a token is about 4 characters of English text
 )
 
 const (
@@ -31,19 +32,45 @@ type group struct {
 	key     string
 	quota   config.Quota // normalised; Limit 0 = no counting
 	members string       // upstream names, for logs
+	viewKey string       // the shared view's key (see shared.go)
 
 	mu     sync.Mutex // period roll and warnings
 	warned uint8
 
-	period     atomic.Pointer[periodInfo]
+	period atomic.Pointer[periodInfo]
+
+	// used is this replica's knowledge of the count of the current
+	// period: the value that the latest counter operation (in start
+	// order) returned or read, plus pending, what was counted in process
+	// while the counter failed and has not reached it yet.
+	umu        sync.Mutex // orders the updates of used by counter operations; a period roll holds it
+	usedSeq    uint64     // guarded by umu: the opSeq of the operation whose value used holds
+	opSeq      atomic.Uint64
 	used       atomic.Int64
-	lastSync   atomic.Int64 // Now() in unix ns of the last counter read or increment
+	pending    atomic.Int64
+	lastSync   atomic.Int64 // Now() in unix ns of the last counter read or update
 	refreshing atomic.Bool
+	// stale counts the times used was marked as possibly too high (see
+	// readSoon); readStale is the mark the last read began after.
+	stale, readStale atomic.Uint64
+
+	// statedReset is when the upstream last said the allowance the quota
+	// counts resets (see statedWindow), unix ns; renewed is the stated
+	// reset at which the count last started again.
+	statedReset atomic.Int64
+	renewed     atomic.Int64
+	renewing    atomic.Bool
+	// exhaustedSince is when this replica first saw the count at its
+	// limit (unix ns), 0 while it is not: a stated reset from before then
+	// had passed already and renews nothing.
+	exhaustedSince atomic.Int64
 
 	disabledUntil atomic.Int64 // unix ns; 402 disablement
 
 	rlMu sync.Mutex
 	rl   atomic.Pointer[map[string]*rlState] // per upstream model; copy on write
+
+	sharing
 }
 
 // periodInfo is the current counting period.
@@ -58,14 +85,16 @@ type rlState struct {
 	cooldown atomic.Int64 // unix ns
 }
 
-// rlView holds the last rate-limit headers seen, with absolute expiry.
+// rlView holds the last rate-limit headers seen, with absolute expiry, and
+// when they were seen (unix ns; the newer of two views wins a merge).
 type rlView struct {
+	at                               int64
 	reqLimit, reqRemaining, reqUntil int64
 	tokLimit, tokRemaining, tokUntil int64
 }
 
-func newGroup(key string, q config.Quota, members string) *group {
-	g := &group{key: key, quota: q, members: members}
+func newGroup(key string, q config.Quota, members, prefix string) *group {
+	g := &group{key: key, quota: q, members: members, viewKey: prefix + ":" + key + ":rl"}
 	m := map[string]*rlState{}
 	g.rl.Store(&m)
 	return g
@@ -73,17 +102,20 @@ func newGroup(key string, q config.Quota, members string) *group {
 
 // carryGroup returns the group for key, reusing or copying old state.
 func carryGroup(old *group, key string, q config.Quota, members, prefix string) *group {
-	if old != nil && old.quota == q && old.members == members {
+	if old != nil && old.quota == q && old.members == members && old.viewKey == prefix+":"+key+":rl" {
 		if pi := old.period.Load(); pi == nil || strings.HasPrefix(pi.key, prefix+":"+key+":") {
 			return old
 		}
 	}
-	g := newGroup(key, q, members)
+	g := newGroup(key, q, members, prefix)
 	if old == nil {
 		return g
 	}
 	g.rl.Store(old.rl.Load())
 	g.disabledUntil.Store(old.disabledUntil.Load())
+	g.statedReset.Store(old.statedReset.Load())
+	g.renewed.Store(old.renewed.Load())
+	g.exhaustedSince.Store(old.exhaustedSince.Load())
 	if pi := old.period.Load(); pi != nil && old.quota.Unit == q.Unit && old.quota.Period == q.Period &&
 		strings.HasPrefix(pi.key, prefix+":"+key+":") {
 		old.mu.Lock()
@@ -91,6 +123,7 @@ func carryGroup(old *group, key string, q config.Quota, members, prefix string) 
 		old.mu.Unlock()
 		g.period.Store(old.period.Load())
 		g.used.Store(old.used.Load())
+		g.pending.Store(old.pending.Load())
 		g.lastSync.Store(old.lastSync.Load())
 	}
 	return g
@@ -129,10 +162,14 @@ func (g *group) current(e *env, now time.Time) *periodInfo {
 		end:   end.UnixNano(),
 		key:   e.prefix + ":" + g.key + ":" + g.quota.Unit + ":" + s.Format(layout),
 	}
+	g.umu.Lock()
 	g.used.Store(0)
-	g.lastSync.Store(0)
-	g.warned = 0
+	g.pending.Store(0) // in-process counts of a period that is over
 	g.period.Store(pi)
+	g.umu.Unlock()
+	g.lastSync.Store(0)
+	g.exhaustedSince.Store(0)
+	g.warned = 0
 	return pi
 }
 
@@ -147,28 +184,91 @@ func (g *group) delta(ob *Observation) int64 {
 	return 1
 }
 
-// charge adds delta to the counter; on counter errors it counts in process.
+// charge adds delta, the cost of an attempt that held no reservation, to
+// the count.
 func (g *group) charge(e *env, now time.Time, delta int64) {
 	if delta <= 0 {
 		return
 	}
 	pi := g.current(e, now)
-	v, err := e.counter.Incr(pi.key, uint64(delta), time.Unix(0, pi.end).Add(counterGrace))
-	if err != nil {
-		e.log.Debug("quota counter unavailable; counting in process", "group", g.key, "err", err)
-		g.used.Add(delta)
-	} else if g.period.Load() == pi {
-		storeMax(&g.used, clampInt64(v))
-		g.lastSync.Store(now.UnixNano())
+	g.applyOrLocal(e, pi, delta, now)
+	g.checkThresholds(e, pi, now)
+}
+
+// apply adds d (which may be negative) to the shared counter of the
+// current period pi, together with the pending in-process count, and
+// returns the counter's new value. The operation re-seeds a counter that
+// has gone missing (a memcached restart) with this replica's count
+// before d. With nothing to send and !always it does no I/O and returns
+// the count in process. On error nothing changes.
+func (g *group) apply(e *env, pi *periodInfo, d int64, now time.Time, always bool) (int64, error) {
+	p := g.pending.Swap(0)
+	total := d + p
+	if total == 0 && !always {
+		return g.used.Add(d), nil
 	}
-	g.checkThresholds(e, pi)
+	seed := uint64(max(g.used.Load()-p, 0)) // what the counter held before d, as far as we know
+	exp := time.Unix(0, pi.end).Add(counterGrace)
+	seq := g.opSeq.Add(1)
+	var v uint64
+	var err error
+	if total >= 0 {
+		v, err = e.counter.IncrFrom(pi.key, uint64(total), seed, exp)
+	} else {
+		v, err = e.counter.DecrFrom(pi.key, uint64(-total), seed, exp)
+	}
+	if err != nil {
+		g.pending.Add(p)
+		return 0, err
+	}
+	g.setUsed(pi, seq, clampInt64(v)+g.pending.Load())
+	g.lastSync.Store(now.UnixNano())
+	return clampInt64(v), nil
+}
+
+// applyOrLocal is apply, counting d in process (to be sent with a later
+// operation) when the counter fails.
+func (g *group) applyOrLocal(e *env, pi *periodInfo, d int64, now time.Time) {
+	if _, err := g.apply(e, pi, d, now, false); err != nil {
+		g.addLocal(pi, d)
+		e.log.Debug("quota counter unavailable; counting in process", "group", g.key, "err", err)
+	}
+}
+
+// addLocal counts d in process, for the counter to get with the next
+// operation that reaches it.
+func (g *group) addLocal(pi *periodInfo, d int64) {
+	g.umu.Lock()
+	if g.period.Load() == pi {
+		g.used.Add(d)
+		g.pending.Add(d)
+	}
+	g.umu.Unlock()
+}
+
+// setUsed stores v, the count an operation started as number seq saw,
+// unless the period rolled or an operation started later stored its own.
+func (g *group) setUsed(pi *periodInfo, seq uint64, v int64) {
+	g.umu.Lock()
+	if g.period.Load() == pi && seq > g.usedSeq {
+		g.usedSeq = seq
+		g.used.Store(v)
+	}
+	g.umu.Unlock()
 }
 
 // maybeRefresh re-reads the shared counter in the background when the cached
-// value is older than quotaRefresh. It never blocks.
+// value is older than quotaRefresh, or than RefreshInterval while it is
+// at the limit (this replica then makes no counter operation of its own,
+// and other replicas giving units back, or renewing the count, free
+// room), or when readSoon asked. It never blocks.
 func (g *group) maybeRefresh(e *env, now time.Time, pi *periodInfo) {
 	n := now.UnixNano()
-	if last := g.lastSync.Load(); last != 0 && n >= last && n-last < int64(quotaRefresh) {
+	every := int64(quotaRefresh)
+	if g.used.Load() >= g.quota.Limit {
+		every = int64(RefreshInterval)
+	}
+	if last := g.lastSync.Load(); last != 0 && n >= last && n-last < every && g.stale.Load() == g.readStale.Load() {
 		return
 	}
 	if !g.refreshing.CompareAndSwap(false, true) {
@@ -177,24 +277,66 @@ func (g *group) maybeRefresh(e *env, now time.Time, pi *periodInfo) {
 	g.lastSync.Store(n)
 	go func() {
 		defer g.refreshing.Store(false)
-		v, err := e.counter.Value(pi.key)
-		if err != nil {
+		if err := g.readCount(e, pi, now); err != nil {
 			e.log.Debug("quota counter unavailable; using the cached count", "group", g.key, "err", err)
-			return
 		}
-		if g.period.Load() != pi {
-			return
-		}
-		storeMax(&g.used, clampInt64(v))
-		g.checkThresholds(e, pi)
 	}()
+}
+
+// readSoon has the next Rank (or Refresh) re-read the shared counter in
+// the background. After units were given back, or once the count reached
+// the limit, the count this replica holds can be too high: it is the
+// value of the operation started last, and concurrent reservations that
+// were refused and given back after it (a burst over the limit) are
+// still in it.
+func (g *group) readSoon() {
+	g.stale.Add(1)
+}
+
+// readCount reads the shared counter of pi into used. What was counted in
+// process while the counter failed is sent first. A counter that is
+// missing although this replica has counted in this period (memcached
+// restarted, or evicted it) is re-created from this replica's count.
+func (g *group) readCount(e *env, pi *periodInfo, now time.Time) error {
+	mark := g.stale.Load()
+	if g.pending.Load() != 0 {
+		if _, err := g.apply(e, pi, 0, now, false); err != nil {
+			return err
+		}
+	}
+	seq := g.opSeq.Add(1)
+	v, found, err := e.counter.Lookup(pi.key)
+	if err != nil {
+		return err
+	}
+	if g.period.Load() != pi {
+		return nil
+	}
+	if !found && g.used.Load() > 0 {
+		if _, err := g.apply(e, pi, 0, now, true); err != nil {
+			return err
+		}
+		e.log.Info("quota counter was missing; re-created from this replica's count", "group", g.key,
+			"used", g.used.Load(), "unit", g.quota.Unit)
+	} else {
+		g.setUsed(pi, seq, clampInt64(v)+g.pending.Load())
+	}
+	g.lastSync.Store(now.UnixNano())
+	g.readStale.Store(mark)
+	g.checkThresholds(e, pi, now)
+	return nil
 }
 
 // checkThresholds logs the 80%, 90% and 100% marks once per period each
 // (only the highest newly crossed one).
-func (g *group) checkThresholds(e *env, pi *periodInfo) {
+func (g *group) checkThresholds(e *env, pi *periodInfo, now time.Time) {
 	lim := g.quota.Limit
 	used := g.used.Load()
+	if used >= lim {
+		g.exhaustedSince.CompareAndSwap(0, now.UnixNano())
+	} else {
+		g.exhaustedSince.Store(0)
+	}
 	var level uint8
 	switch {
 	case used >= lim:
@@ -218,15 +360,78 @@ func (g *group) checkThresholds(e *env, pi *periodInfo) {
 		return
 	}
 	attrs := []any{"group", g.key, "upstreams", g.members, "used", used, "limit", lim,
-		"unit", g.quota.Unit, "resets_at", time.Unix(0, pi.end).UTC()}
+		"unit", g.quota.Unit, "resets_at", time.Unix(0, g.resetsAt(pi, now.UnixNano())).UTC()}
 	switch {
 	case fresh&warnedExhausted != 0:
-		e.log.Warn("upstream quota exhausted; skipping it until the period ends", attrs...)
+		e.log.Warn("upstream quota exhausted; skipping it until it resets", attrs...)
 	case fresh&warned90 != 0:
 		e.log.Warn("upstream quota at 90%", attrs...)
 	default:
 		e.log.Warn("upstream quota at 80%", attrs...)
 	}
+}
+
+// noteStated records the reset the upstream states, in rl, for the
+// allowance the group's quota counts (see statedWindow).
+func (g *group) noteStated(now time.Time, rl *verdict.RateLimit) bool {
+	if reset, ok := g.statedWindow(rl); ok {
+		return storeMax(&g.statedReset, now.Add(reset).UnixNano()) < now.Add(reset).UnixNano()
+	}
+	return false
+}
+
+// statedWindow returns the reset the headers state for the very
+// allowance the quota counts: the window of the quota's unit (requests,
+// or tokens) whose stated limit equals the configured one. Groq's
+// requests window is a rolling day (x-ratelimit-limit-requests is the
+// RPD); a window of another size (OpenAI's requests per minute, Groq's
+// tokens per minute against a daily tokens quota) says nothing of the
+// configured allowance.
+func (g *group) statedWindow(rl *verdict.RateLimit) (time.Duration, bool) {
+	q := g.quota
+	switch {
+	case q.Limit <= 0:
+	case q.Unit == config.UnitRequests && rl.LimitRequests == q.Limit && rl.ResetRequests > 0:
+		return min(rl.ResetRequests, maxCooldown), true
+	case q.Unit == config.UnitTokens && rl.LimitTokens == q.Limit && rl.ResetTokens > 0:
+		return min(rl.ResetTokens, maxCooldown), true
+	}
+	return 0, false
+}
+
+// pendingReset returns the upstream-stated reset of the counted
+// allowance that still applies to pi: inside the period and not yet
+// used to start the count again; 0 when there is none.
+func (g *group) pendingReset(pi *periodInfo) int64 {
+	r := g.statedReset.Load()
+	if r > pi.start && r < pi.end && r > g.renewed.Load() && r >= g.exhaustedSince.Load() {
+		return r
+	}
+	return 0
+}
+
+// resetsAt is when the quota of period pi is next renewed, seen at n:
+// for a used-up quota the upstream-stated reset when one applies and is
+// still ahead, else the end of the period.
+func (g *group) resetsAt(pi *periodInfo, n int64) int64 {
+	if r := g.pendingReset(pi); r > n && g.used.Load() >= g.quota.Limit {
+		return r
+	}
+	return pi.end
+}
+
+// exhaustedUntil is how long a used-up quota keeps the group out, seen at
+// n: until the period ends, or until the upstream-stated reset when that
+// comes first; 0 when that reset has passed (the next reservation starts
+// the count again, see renew).
+func (g *group) exhaustedUntil(pi *periodInfo, n int64) int64 {
+	if r := g.pendingReset(pi); r != 0 {
+		if r <= n {
+			return 0
+		}
+		return r
+	}
+	return pi.end
 }
 
 // localQuota returns the cached use for now's period and whether the
@@ -285,6 +490,7 @@ func (r *rlState) setView(now time.Time, rl *verdict.RateLimit) {
 	if old := r.view.Load(); old != nil {
 		*v = *old
 	}
+	v.at = n
 	changed := false
 	if rl.LimitRequests > 0 {
 		v.reqLimit, v.reqRemaining = rl.LimitRequests, rl.RemainingRequests
@@ -390,13 +596,27 @@ func newLocalCounter(now func() time.Time) *localCounter {
 	return &localCounter{now: now, m: map[string]localEntry{}}
 }
 
-// Incr implements Counter.
-func (c *localCounter) Incr(key string, delta uint64, expireAt time.Time) (uint64, error) {
+// IncrFrom implements Counter.
+func (c *localCounter) IncrFrom(key string, delta, seed uint64, expireAt time.Time) (uint64, error) {
+	return c.update(key, func(v uint64) uint64 { return v + delta }, seed+delta, expireAt), nil
+}
+
+// DecrFrom implements Counter.
+func (c *localCounter) DecrFrom(key string, delta, seed uint64, expireAt time.Time) (uint64, error) {
+	floor := func(v uint64) uint64 { return v - min(v, delta) }
+	return c.update(key, floor, floor(seed), expireAt), nil
+}
+
+// update sets key to next(value), or creates it as created.
+func (c *localCounter) update(key string, next func(uint64) uint64, created uint64, expireAt time.Time) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.m[key]
-	e.v += delta
-	e.expireAt = expireAt
+	e, ok := c.m[key]
+	if ok {
+		e.v = next(e.v)
+	} else {
+		e = localEntry{v: created, expireAt: expireAt}
+	}
 	c.m[key] = e
 	if len(c.m) > 64 { // prune keys of past periods
 		now := c.now()
@@ -406,14 +626,15 @@ func (c *localCounter) Incr(key string, delta uint64, expireAt time.Time) (uint6
 			}
 		}
 	}
-	return e.v, nil
+	return e.v
 }
 
-// Value implements Counter.
-func (c *localCounter) Value(key string) (uint64, error) {
+// Lookup implements Counter.
+func (c *localCounter) Lookup(key string) (uint64, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.m[key].v, nil
+	e, ok := c.m[key]
+	return e.v, ok, nil
 }
 
 var _ Counter = (*localCounter)(nil)

@@ -56,13 +56,13 @@ func TestQuotaMonthly(t *testing.T) {
 	var mu sync.Mutex
 	local := newLocalCounter(c.Now)
 	fc := &fakeCounter{
-		IncrFunc: func(key string, delta uint64, exp time.Time) (uint64, error) {
+		IncrFromFunc: func(key string, delta, seed uint64, exp time.Time) (uint64, error) {
 			mu.Lock()
 			keys, expires = append(keys, key), append(expires, exp)
 			mu.Unlock()
-			return local.Incr(key, delta, exp)
+			return local.IncrFrom(key, delta, seed, exp)
 		},
-		ValueFunc: local.Value,
+		LookupFunc: local.Lookup,
 	}
 	o := testOpts(c, nil)
 	o.Counter, o.CounterPrefix = fc, "test:v1"
@@ -160,11 +160,11 @@ func TestQuotaGroupShares(t *testing.T) {
 	local := newLocalCounter(time.Now)
 	o := testOpts(newClock(t0), nil)
 	o.Counter = &fakeCounter{
-		IncrFunc: func(key string, delta uint64, exp time.Time) (uint64, error) {
+		IncrFromFunc: func(key string, delta, seed uint64, exp time.Time) (uint64, error) {
 			incrKeys.Store(key, true)
-			return local.Incr(key, delta, exp)
+			return local.IncrFrom(key, delta, seed, exp)
 		},
-		ValueFunc: local.Value,
+		LookupFunc: local.Lookup,
 	}
 	p := mustNew(t, []config.Upstream{
 		{Name: "k1", QuotaGroup: "org", Quota: config.Quota{Limit: 2}},
@@ -206,8 +206,9 @@ func TestQuotaCounterErrorsFallBack(t *testing.T) {
 	lb := &logBuf{}
 	o := testOpts(newClock(t0), lb)
 	o.Counter = &fakeCounter{
-		IncrFunc:  func(string, uint64, time.Time) (uint64, error) { return 0, errDown },
-		ValueFunc: func(string) (uint64, error) { return 0, errDown },
+		IncrFromFunc: func(string, uint64, uint64, time.Time) (uint64, error) { return 0, errDown },
+		DecrFromFunc: func(string, uint64, uint64, time.Time) (uint64, error) { return 0, errDown },
+		LookupFunc:   func(string) (uint64, bool, error) { return 0, false, errDown },
 	}
 	p := mustNew(t, []config.Upstream{{Name: "a", Quota: config.Quota{Limit: 2}}}, o)
 	ts := targets("m", "a")
@@ -229,7 +230,7 @@ func TestQuotaSharedCounterRefresh(t *testing.T) {
 	c := newClock(t0)
 	local := newLocalCounter(c.Now)
 	key := DefaultCounterPrefix + ":a:requests:20250310"
-	local.Incr(key, 5, t0.Add(24*time.Hour))
+	local.IncrFrom(key, 5, 0, t0.Add(24*time.Hour))
 	o := testOpts(c, nil)
 	o.Counter = local
 	p := mustNew(t, []config.Upstream{{Name: "a", Quota: config.Quota{Limit: 5}}}, o)
@@ -245,7 +246,7 @@ func TestQuotaSharedCounterRefresh(t *testing.T) {
 	p2 := mustNew(t, []config.Upstream{{Name: "b", Quota: config.Quota{Limit: 5}}}, o)
 	tb := targets("m", "b")
 	p2.Observe("b", "m", ok(0)) // syncs at t0
-	local.Incr(DefaultCounterPrefix+":b:requests:20250310", 10, t0.Add(24*time.Hour))
+	local.IncrFrom(DefaultCounterPrefix+":b:requests:20250310", 10, 0, t0.Add(24*time.Hour))
 	time.Sleep(5 * time.Millisecond)
 	if sk := mustAdmit(t, p2, tb, "b"); sk != nil {
 		t.Fatalf("refreshed before 15s: %+v", sk)

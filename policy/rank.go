@@ -131,8 +131,14 @@ func (p *Policy) blocked(u *upstream, d *deployment, model string, now time.Time
 		consider(ReasonQuotaExhausted, du)
 	}
 	if g.quota.Limit > 0 {
+		// A used-up quota keeps the group out until it resets: the period
+		// end, or the upstream's own stated reset when that is earlier.
+		// Once that has passed the group is admitted again, and its next
+		// reservation starts the count anew (or is refused, exactly).
 		if used, pi := g.localQuota(p.env, now); used >= g.quota.Limit {
-			consider(ReasonQuotaExhausted, pi.end)
+			if until := g.exhaustedUntil(pi, n); until != 0 {
+				consider(ReasonQuotaExhausted, until)
+			}
 		}
 	}
 	if r := g.rlLookup(model); r != nil {

@@ -44,7 +44,7 @@ func TestRetry(t *testing.T) {
 			p := mustNew(t, []config.Upstream{{Name: "a", Retry: config.Retry{Attempts: tt.attempts, Backoff: time.Millisecond, MaxRetryAfter: time.Second}}}, o)
 			calls := 0
 			start := time.Now()
-			a, err := p.Do("a", "m", func() (Attempt, error) {
+			a, err := p.Do("a", "m", nil, func(*Reservation) (Attempt, error) {
 				r := tt.script[min(calls, len(tt.script)-1)]
 				calls++
 				return r, nil
@@ -73,15 +73,15 @@ func TestRetryDefersCommittedStream(t *testing.T) {
 	o := testOpts(newClock(t0), nil)
 	o.Breaker = config.Breaker{FailureThreshold: 2, Delay: time.Minute}
 	p := mustNew(t, []config.Upstream{{Name: "a", Retry: config.Retry{Attempts: 2, Backoff: time.Millisecond}}}, o)
-	pending := func() (Attempt, error) { return Attempt{Outcome: verdict.OK, Pending: true}, nil }
+	pending := func(*Reservation) (Attempt, error) { return Attempt{Outcome: verdict.OK, Pending: true}, nil }
 	for i := range 2 {
-		a, err := p.Do("a", "m", pending)
+		a, err := p.Do("a", "m", nil, pending)
 		if err != nil || !a.Deferred {
 			t.Fatalf("stream %d: Deferred %v, err %v; want a deferred record", i, a.Deferred, err)
 		}
 		p.StreamFailed("a", "m", a.Deferred, Observation{Status: 200, Err: "cut"})
 	}
-	if _, err := p.Do("a", "m", pending); !errors.Is(err, ErrBreakerOpen) {
+	if _, err := p.Do("a", "m", nil, pending); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("after 2 streams failed after commit: err %v, want the breaker open", err)
 	}
 }
@@ -90,7 +90,7 @@ func TestRetryKeepsCallError(t *testing.T) {
 	p := mustNew(t, []config.Upstream{{Name: "a", Retry: config.Retry{Attempts: 1, Backoff: time.Millisecond}}}, testOpts(newClock(t0), nil))
 	boom := errors.New("dial tcp: connection refused")
 	calls := 0
-	a, err := p.Do("a", "m", func() (Attempt, error) { calls++; return Attempt{}, boom })
+	a, err := p.Do("a", "m", nil, func(*Reservation) (Attempt, error) { calls++; return Attempt{}, boom })
 	if !errors.Is(err, boom) || a.Outcome != verdict.Failure || calls != 2 {
 		t.Fatalf("Do = %+v, %v after %d calls", a, err, calls)
 	}
@@ -117,7 +117,7 @@ func TestRetryBudget(t *testing.T) {
 		name := []string{"a", "b"}[i%2]
 		go func() {
 			calls := 0
-			p.Do(name, "m", func() (Attempt, error) {
+			p.Do(name, "m", nil, func(*Reservation) (Attempt, error) {
 				calls++
 				if calls == 1 {
 					firstDone.Done()
@@ -162,10 +162,10 @@ func TestRetryAbortsOnOpenBreaker(t *testing.T) {
 	o := testOpts(newClock(t0), nil)
 	o.Breaker = config.Breaker{FailureThreshold: 1, Delay: time.Minute}
 	p := mustNew(t, []config.Upstream{{Name: "a", Retry: config.Retry{Attempts: 3, Backoff: time.Millisecond}}}, o)
-	if a, err := p.Do("a", "m", run(verdict.Failure)); err != nil || a.Outcome != verdict.Failure {
+	if a, err := p.Do("a", "m", nil, run(verdict.Failure)); err != nil || a.Outcome != verdict.Failure {
 		t.Fatalf("first Do = %+v, %v", a, err)
 	}
-	if _, err := p.Do("a", "m", run(verdict.OK)); !errors.Is(err, ErrBreakerOpen) {
+	if _, err := p.Do("a", "m", nil, run(verdict.OK)); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("second Do err = %v", err)
 	}
 	if _, err := New(specs("a"), Options{RetryBudget: fakeBudget{}}); err == nil {

@@ -43,9 +43,14 @@ type UpstreamStatus struct {
 
 // QuotaStatus is the use of a quota in its current period.
 type QuotaStatus struct {
+	// Used is this replica's knowledge of the count: the shared counter
+	// as last read or updated (reservations of attempts in flight
+	// included).
 	Used, Limit int64
 	Unit        string
-	ResetsAt    time.Time
+	// ResetsAt is when the count starts again: the period's end, or the
+	// upstream-stated reset of the same allowance when that comes first.
+	ResetsAt time.Time
 }
 
 // Snapshot returns the state of every upstream, in spec order.
@@ -105,7 +110,7 @@ func (p *Policy) status(u *upstream, now time.Time, minLat float64) UpstreamStat
 	if g.quota.Limit > 0 {
 		used, pi := g.localQuota(p.env, now)
 		s.QuotaScore = ratio(g.quota.Limit-used, g.quota.Limit)
-		s.Quota = QuotaStatus{Used: used, Limit: g.quota.Limit, Unit: g.quota.Unit, ResetsAt: time.Unix(0, pi.end).UTC()}
+		s.Quota = QuotaStatus{Used: used, Limit: g.quota.Limit, Unit: g.quota.Unit, ResetsAt: time.Unix(0, g.resetsAt(pi, n)).UTC()}
 		if used >= g.quota.Limit {
 			s.Disabled = ReasonQuotaExhausted
 		}

@@ -32,6 +32,11 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, c *call, targets []policy.Tar
 			c.tried = append(c.tried, attempt{upstream: u.Name, model: cand.Model, breakerOpen: true, err: r.err})
 			continue
 		}
+		var qe *policy.QuotaError
+		if errors.As(r.err, &qe) { // its reservation did not fit: skipped, not tried
+			skipped = append(skipped, qe.Skipped)
+			continue
+		}
 		a := attempt{upstream: u.Name, model: cand.Model, outcome: r.v.Outcome, reason: r.v.Reason, err: r.err}
 		if r.resp != nil {
 			a.status = r.resp.Status

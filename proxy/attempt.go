@@ -35,11 +35,12 @@ type attemptResult struct {
 	ended    bool     // the stream was read to its end inside the attempt
 	finishes openai.Finishes
 	ttft     time.Duration
-	start    time.Time    // when this attempt started
-	deferred bool         // the breakers await StreamDone/StreamFailed (a committed stream)
-	usage    openai.Usage // a plain answer's usage
-	chars    int64        // completion characters read so far (chars quotas)
+	start    time.Time           // when this attempt started
+	deferred bool                // the breakers await StreamDone/StreamFailed (a committed stream)
+	usage    openai.Usage        // a plain answer's usage
+	chars    int64               // completion characters read so far (chars quotas)
 	rs       responsesState
+	res      *policy.Reservation // the quota Do reserved; settled by the attempt's Observe
 }
 
 func (r *attemptResult) release() {
@@ -73,11 +74,12 @@ func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResu
 		return &attemptResult{u: u, model: model, err: err, v: verdict.Verdict{Outcome: verdict.Failure, Reason: "invalid_request"}}
 	}
 	var r *attemptResult
-	att, doErr := c.st.policy.Do(u.Name, model, func() (policy.Attempt, error) {
+	att, doErr := c.st.policy.Do(u.Name, model, c.estimate, func(res *policy.Reservation) (policy.Attempt, error) {
 		if r != nil {
 			r.release() // a retry: the previous try's stream is of no use
 		}
 		r = s.tryOnce(c, u, model, body)
+		r.res = res
 		if !(r.v.Outcome == verdict.OK && r.streaming()) {
 			// A relayed stream is observed when it ends (usage, tokens, TTFT).
 			s.observe(c, r)
@@ -92,11 +94,17 @@ func (s *Server) attempt(c *call, u *upstream.Client, model string) *attemptResu
 		a.Pending = r.v.Outcome == verdict.OK && r.resp != nil && r.resp.Stream != nil
 		return a, r.err
 	})
-	if r == nil { // the policy refused the call (an open breaker): no attempt
+	if r == nil { // the policy refused the call (an open breaker, no quota left): no attempt
 		return &attemptResult{u: u, model: model, err: doErr, v: verdict.Verdict{Outcome: verdict.Failure, Reason: "not_called"}}
 	}
 	r.deferred = att.Deferred
 	return r
+}
+
+// estimate is what the request is expected to cost, for a token or
+// character quota's reservation (the policy asks only for those).
+func (c *call) estimate() policy.Estimate {
+	return policy.Estimate{PromptChars: openai.PromptChars(c.body), MaxTokens: openai.MaxTokens(c.body)}
 }
 
 // tryOnce is one HTTP exchange with an upstream, classified.

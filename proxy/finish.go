@@ -69,7 +69,7 @@ func (s *Server) endStream(c *call, r *attemptResult, o *outcomeResult) (string,
 	pol := c.st.policy
 	m := metricsFor(r.u.Name)
 	ob := policy.Observation{Outcome: verdict.OK, Status: r.resp.Status, Latency: r.ttft,
-		Usage: policy.Usage(o.usage), Chars: o.chars, RateLimit: r.resp.RateLimit, Cooldown: r.v.Cooldown}
+		Usage: policy.Usage(o.usage), Chars: o.chars, RateLimit: r.resp.RateLimit, Cooldown: r.v.Cooldown, Reservation: r.res}
 	if o.streamErr != nil {
 		msg := c.st.describeErr(r.u.Name, o.streamErr)
 		s.logAttemptDetail(c, r, msg, o.streamErr)
@@ -106,7 +106,7 @@ func (s *Server) endStream(c *call, r *attemptResult, o *outcomeResult) (string,
 // does) to the policy and the metrics.
 func (s *Server) observe(c *call, r *attemptResult) {
 	u := r.u
-	ob := policy.Observation{Outcome: r.v.Outcome, Latency: r.ttft, Cooldown: r.v.Cooldown}
+	ob := policy.Observation{Outcome: r.v.Outcome, Latency: r.ttft, Cooldown: r.v.Cooldown, Reservation: r.res}
 	m := metricsFor(u.Name)
 	if r.resp != nil {
 		ob.Status = r.resp.Status

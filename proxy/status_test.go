@@ -49,7 +49,8 @@ func newStatusServer(t *testing.T) (*Server, *policy.Policy) {
 // observeAttempt runs one attempt through the policy's breakers and observes ob,
 // as the handler does.
 func observeAttempt(pol *policy.Policy, name, model string, ob policy.Observation) {
-	_, _ = pol.Do(name, model, func() (policy.Attempt, error) {
+	_, _ = pol.Do(name, model, nil, func(res *policy.Reservation) (policy.Attempt, error) {
+		ob.Reservation = res
 		pol.Observe(name, model, ob)
 		return policy.Attempt{Outcome: ob.Outcome}, nil
 	})

@@ -294,10 +294,10 @@ type scanner struct {
 }
 
 const (
-	inContent = iota // looking for a delimiter
-	afterDelim       // a delimiter: is "--" next (close) or a header block?
-	inHeaders        // looking for the blank line ending the headers
-	inEpilogue       // after the close delimiter: nothing more to mark
+	inContent  = iota // looking for a delimiter
+	afterDelim        // a delimiter: is "--" next (close) or a header block?
+	inHeaders         // looking for the blank line ending the headers
+	inEpilogue        // after the close delimiter: nothing more to mark
 )
 
 var crlfcrlf = []byte("\r\n\r\n")

@@ -112,12 +112,7 @@ func (s *Server) handleUpload(ctx *fasthttp.RequestCtx, start time.Time, r *apiR
 		s.answerUploadError(ctx, c, err)
 		return
 	}
-	held := float64(form.Size())
-	uploadSpoolBytes.Add(held)
-	defer func() {
-		form.Close()
-		uploadSpoolBytes.Add(-held)
-	}()
+	defer form.Close() // on every way out, a panic included: the memory, the file, the pool's share
 	if form.Spilled() {
 		uploadSpills.Inc()
 	}

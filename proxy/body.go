@@ -35,7 +35,15 @@ const unreadDiscard = 256 << 10
 // headers, answers 413 and closes the connection, lingering (see linger).
 func (s *Server) HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	n := h.ContentLength()
-	if cfg := &s.st.Load().cfg; n > cfg.MaxBodyBytes && (n > cfg.MaxUploadBytes || !uploadURI(h.RequestURI())) {
+	cfg := &s.st.Load().cfg
+	if n <= min(cfg.MaxBodyBytes, cfg.MaxUploadBytes) {
+		return fasthttp.RequestConfig{}
+	}
+	limit := cfg.MaxBodyBytes
+	if uploadURI(h.RequestURI()) {
+		limit = cfg.MaxUploadBytes
+	}
+	if n > limit {
 		h.SetContentLength(0)
 	}
 	return fasthttp.RequestConfig{}

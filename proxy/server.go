@@ -198,7 +198,7 @@ func New(o Options) (*Server, error) {
 		version:  o.Version,
 		started:  time.Now(),
 		storeSem: make(chan struct{}, 64),
-		uploads:  upload.NewPool(upload.PoolOptions{}),
+		uploads:  upload.NewPool(upload.PoolOptions{OnHeld: func(d int64) { uploadSpoolBytes.Add(float64(d)) }}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -8,6 +8,7 @@ import (
 	"mime/multipart"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 )
@@ -235,7 +236,8 @@ func TestReadErrors(t *testing.T) {
 // TestPoolBoundsMemory: spools share the memory bound; one that finds it
 // used up goes to a file at once.
 func TestPoolBoundsMemory(t *testing.T) {
-	p := NewPool(PoolOptions{MemPerSpool: 4096, MemTotal: 6000, Dir: t.TempDir()})
+	var gauge atomic.Int64
+	p := NewPool(PoolOptions{MemPerSpool: 4096, MemTotal: 6000, Dir: t.TempDir(), OnHeld: func(d int64) { gauge.Add(d) }})
 	body, boundary := buildForm(t, field{name: "file", value: strings.Repeat("a", 3000), file: "a.wav"}, field{name: "model", value: "m"})
 	first, err := read(t, p, bytes.NewReader(body), boundary, -1, 1<<20)
 	if err != nil {
@@ -251,10 +253,13 @@ func TestPoolBoundsMemory(t *testing.T) {
 	if !bytes.Equal(bodyOf(t, second, -1, ""), body) {
 		t.Error("the spilled replay differs")
 	}
+	if gauge.Load() != 2*int64(len(body)) {
+		t.Errorf("OnHeld total %d, want %d", gauge.Load(), 2*len(body))
+	}
 	first.Close()
 	second.Close()
-	if p.mem.Load() != 0 || p.Spilled() != 1 {
-		t.Errorf("memory %d, spilled %d", p.mem.Load(), p.Spilled())
+	if p.mem.Load() != 0 || p.Spilled() != 1 || gauge.Load() != 0 {
+		t.Errorf("memory %d, spilled %d, OnHeld total %d", p.mem.Load(), p.Spilled(), gauge.Load())
 	}
 }
 

@@ -55,6 +55,9 @@ type PoolOptions struct {
 	// together; an upload that would go over it fails with ErrFull.
 	// 0 (the default) means no bound. SetMaxBytes changes it.
 	MaxBytes int64
+	// OnHeld, when set, is told each change of the bytes all spools hold
+	// (for a gauge). It must be cheap and safe for concurrent use.
+	OnHeld func(delta int64)
 }
 
 // Pool bounds the uploads held at once and creates their spools. It is
@@ -67,11 +70,15 @@ type Pool struct {
 	mem         atomic.Int64 // bytes reserved for spools' memory
 	held        atomic.Int64 // bytes held by spools, memory and files
 	spilled     atomic.Int64 // spools that went to a file, ever
+	onHeld      func(int64)
 }
 
 // NewPool returns a Pool with o's bounds.
 func NewPool(o PoolOptions) *Pool {
-	p := &Pool{dir: o.Dir, memPerSpool: o.MemPerSpool, memTotal: o.MemTotal}
+	p := &Pool{dir: o.Dir, memPerSpool: o.MemPerSpool, memTotal: o.MemTotal, onHeld: o.OnHeld}
+	if p.onHeld == nil {
+		p.onHeld = func(int64) {}
+	}
 	if p.memPerSpool == 0 {
 		p.memPerSpool = DefaultMemPerSpool
 	}
@@ -102,6 +109,7 @@ func (p *Pool) reserve(n int64) error {
 		p.held.Add(-n)
 		return ErrFull
 	}
+	p.onHeld(n)
 	return nil
 }
 
@@ -258,4 +266,5 @@ func (s *spool) close() {
 	s.mem = nil
 	s.pool.mem.Add(-s.memCap)
 	s.pool.held.Add(-s.size)
+	s.pool.onHeld(-s.size)
 }

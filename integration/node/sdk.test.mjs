@@ -18,6 +18,7 @@ if (!baseURL) {
 
 const MODEL = "llama-3.3-70b";
 const OTHER_MODEL = "llama-3.1-8b";
+const AUDIO_MODEL = "whisper-1"; // audio.test.mjs
 const UPSTREAM_MODEL = "llama-3.3-70b-versatile";
 const UPSTREAM_NAME = "groq_fake";
 const PLAIN_ANSWER = "Hi there! How can I help you today?";
@@ -111,7 +112,7 @@ test("models.list lists the configured aliases", async () => {
   const page = await client.models.list();
   assert.deepEqual(
     page.data.map((m) => m.id),
-    [OTHER_MODEL, MODEL],
+    [OTHER_MODEL, MODEL, AUDIO_MODEL],
   );
   for (const m of page.data) {
     assert.equal(m.object, "model");
@@ -119,7 +120,7 @@ test("models.list lists the configured aliases", async () => {
   }
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id); // auto-pagination stops after one page
-  assert.deepEqual(ids, [OTHER_MODEL, MODEL]);
+  assert.deepEqual(ids, [OTHER_MODEL, MODEL, AUDIO_MODEL]);
 });
 
 test("models.retrieve returns the listed entry, or a 404 model_not_found", async () => {

@@ -191,7 +191,7 @@ func TestGoSDKModelsList(t *testing.T) {
 			t.Errorf("model entry %s", m.RawJSON())
 		}
 	}
-	if want := []string{otherAlias, modelAlias}; strings.Join(ids, ",") != strings.Join(want, ",") {
+	if want := []string{otherAlias, modelAlias, audioAlias}; strings.Join(ids, ",") != strings.Join(want, ",") {
 		t.Errorf("model ids = %v, want %v", ids, want)
 	}
 	// The auto-pager must stop after the single page.
@@ -200,8 +200,8 @@ func TestGoSDKModelsList(t *testing.T) {
 	for iter.Next() {
 		n++
 	}
-	if err := iter.Err(); err != nil || n != 2 {
-		t.Errorf("ListAutoPaging: %d models, err %v; want 2, nil", n, err)
+	if err := iter.Err(); err != nil || n != 3 {
+		t.Errorf("ListAutoPaging: %d models, err %v; want 3, nil", n, err)
 	}
 	// models.retrieve: the listed entry, or a 404 model_not_found.
 	m, err := client.Models.Get(ctx(t), modelAlias)

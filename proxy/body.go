@@ -60,8 +60,9 @@ func uploadURI(uri []byte) bool {
 }
 
 // declaredLength is a request's Content-Length as the client sent it
-// (-1 chunked, 0 none): HeaderReceived sets the parsed one to 0 for a body
-// over its limit; the raw headers keep the client's.
+// (-1 chunked, -2 none given; see fasthttp.RequestHeader.ContentLength):
+// HeaderReceived sets the parsed one to 0 for a body over its limit; the
+// raw headers keep the client's.
 func declaredLength(h *fasthttp.RequestHeader) int {
 	if n := h.ContentLength(); n != 0 {
 		return n
@@ -123,6 +124,25 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// WriteTo copies the body into w. fasthttp copies a body stream into the
+// request's buffer through WriteTo when the stream offers it
+// (BodyWriterTo); the buffer's ReadFrom then reads straight into itself,
+// without a copy buffer in between.
+func (b *limitedBody) WriteTo(w io.Writer) (int64, error) {
+	if rf, ok := w.(io.ReaderFrom); ok {
+		return rf.ReadFrom(readerOnly{b})
+	}
+	return io.Copy(w, readerOnly{b})
+}
+
+// SupportsBodyWriteTo tells fasthttp to use WriteTo (see there).
+func (b *limitedBody) SupportsBodyWriteTo() bool { return true }
+
+// readerOnly hides limitedBody's WriteTo from the copy WriteTo runs.
+type readerOnly struct{ b *limitedBody }
+
+func (r readerOnly) Read(p []byte) (int, error) { return r.b.Read(p) }
 
 var limitedBodies = sync.Pool{New: func() any { return new(limitedBody) }}
 

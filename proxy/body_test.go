@@ -90,7 +90,6 @@ func TestBufferBody(t *testing.T) {
 	}
 }
 
-
 func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
 
 func TestUploadRouteOf(t *testing.T) {

@@ -50,9 +50,13 @@ func uploadRouteOf(path []byte) *apiRoute {
 const spoolUploads = 16
 
 var (
+	// uploadSpoolBytes is the bytes all uploads' spools hold now, in
+	// memory and in files (the upload pool reports each change).
 	uploadSpoolBytes = metrics.NewGauge(`switchyard_upload_spool_bytes`, nil)
-	uploadSpills     = metrics.NewCounter(`switchyard_upload_spills_total`)
-	uploadSpoolFull  = metrics.NewCounter(`switchyard_upload_spool_full_total`)
+	// uploadSpills counts uploads that outgrew their memory for a file.
+	uploadSpills = metrics.NewCounter(`switchyard_upload_spills_total`)
+	// uploadSpoolFull counts uploads refused (503) at the spools' bound.
+	uploadSpoolFull = metrics.NewCounter(`switchyard_upload_spool_full_total`)
 )
 
 // Codes of the proxy's own answers to uploads.
@@ -65,8 +69,7 @@ const (
 type uploadCall struct {
 	form        *upload.Form
 	contentType string // the client's, its boundary included: sent as is
-	modelPart   int
-	stream      bool // stream=true: relayed when complete, never cached
+	modelPart   int    // the model field's part: rewritten for an upstream that calls the model otherwise
 }
 
 // handleUpload serves an audio upload: admission (auth, Content-Type,
@@ -130,7 +133,7 @@ func (s *Server) handleUpload(ctx *fasthttp.RequestCtx, start time.Time, r *apiR
 	// The cache sees the upload as its canonical document: the key, the
 	// coalescing and X-Cache-Key work as for a JSON body.
 	c.body = openai.AudioCacheDocument(parts)
-	c.upload = &uploadCall{form: form, contentType: string(ctx.Request.Header.ContentType()), modelPart: af.ModelPart, stream: af.Stream}
+	c.upload = &uploadCall{form: form, contentType: string(ctx.Request.Header.ContentType()), modelPart: af.ModelPart}
 	c.header = &ctx.Request.Header
 
 	var buf [8]policy.Target

@@ -46,6 +46,7 @@ fuzz:
 	$(FUZZ) FuzzRoundTrip ./openai
 	$(FUZZ) FuzzClassify ./verdict
 	$(FUZZ) FuzzDecodeEntry ./cache
+	$(FUZZ) FuzzRead ./upload
 
 # The performance harness (issue 6): builds switchyard from the tree, starts a
 # fake upstream, a bare fasthttp pass-through and memcached on 127.0.0.1, and

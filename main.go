@@ -251,11 +251,21 @@ func serve(cfg config.Config, path, listenFlag string, log *slog.Logger, logOut 
 			ErrorHandler:       srv.ErrorHandler, // answers, counts and logs rejections; drains before closing
 			Name:               "switchyard",
 			MaxRequestBodySize: cfg.MaxBodyBytes,
-			ReadBufferSize:     8 << 10,          // also the limit on request line + headers (431 above)
-			ReadTimeout:        cfg.ReadTimeout,  // slowloris bound
-			WriteTimeout:       cfg.WriteTimeout, // streams set theirs per write
-			IdleTimeout:        120 * time.Second,
-			CloseOnShutdown:    true,
+			// Bodies reach the handler as a stream: an upload (up to
+			// max_upload_bytes) is spooled as it arrives, never held
+			// whole. Guard reads every other body whole before its
+			// handler, bounded by max_body_bytes, as fasthttp did;
+			// HeaderReceived keeps fasthttp from waiting on the first
+			// bytes of a body over it. fasthttp must not parse forms
+			// itself: an upload goes upstream as its bytes.
+			StreamRequestBody:            true,
+			HeaderReceived:               srv.HeaderReceived,
+			DisablePreParseMultipartForm: true,
+			ReadBufferSize:               8 << 10,          // also the limit on request line + headers (431 above)
+			ReadTimeout:                  cfg.ReadTimeout,  // slowloris bound
+			WriteTimeout:                 cfg.WriteTimeout, // streams set theirs per write
+			IdleTimeout:                  120 * time.Second,
+			CloseOnShutdown:              true,
 			// Not ReduceMemoryUsage: it releases a connection's buffers
 			// between requests and reads each request's first byte with a
 			// syscall of its own, 15% of a cache hit's CPU in the harness.
@@ -365,12 +375,12 @@ func reload(path, listenFlag string, old config.Config, srv *proxy.Server, pol *
 	if err != nil {
 		return reject(err)
 	}
-	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen || cfg.MaxBodyBytes != old.MaxBodyBytes ||
+	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen ||
 		cfg.ReadTimeout != old.ReadTimeout || cfg.LogLevel != old.LogLevel || cfg.ShutdownGrace != old.ShutdownGrace ||
 		!slices.Equal(cfg.Cache.Memcached, old.Cache.Memcached) || cfg.Cache.MaxBytes != old.Cache.MaxBytes ||
 		cfg.Cache.Timeout != old.Cache.Timeout || cfg.Cache.MaxItemBytes != old.Cache.MaxItemBytes ||
 		cfg.Cache.NearMaxBytes != old.Cache.NearMaxBytes || cfg.Cache.NearTTL != old.Cache.NearTTL {
-		log.Warn("reload: listen addresses, max_body_bytes, read_timeout, log_level, shutdown_grace and the cache backend " +
+		log.Warn("reload: listen addresses, read_timeout, log_level, shutdown_grace and the cache backend " +
 			"(cache.memcached, max_bytes, timeout, max_item_bytes, near_max_bytes, near_ttl) change only on restart")
 	}
 	srv.Reload(cfg, clients, np)

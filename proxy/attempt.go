@@ -109,6 +109,9 @@ func (c *call) estimate() policy.Estimate {
 
 // tryOnce is one HTTP exchange with an upstream, classified.
 func (s *Server) tryOnce(c *call, u *upstream.Client, model string, body []byte) *attemptResult {
+	if c.upload != nil {
+		return s.tryUpload(c, u, model)
+	}
 	start := time.Now()
 	r := &attemptResult{u: u, model: model, start: start}
 	req := upstream.Request{Endpoint: c.req.Endpoint, Body: body, Stream: c.req.Stream, RequestID: c.rid, MaxBody: c.st.cfg.MaxResponseBytes}

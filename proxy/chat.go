@@ -45,6 +45,9 @@ type call struct {
 	usage     openai.Usage
 	finished  bool // finish ran: the request is logged
 	handedOff bool // a stream relay finishes the request when it ends
+	// upload is an audio upload's spool and form (audio.go); its body is
+	// then the upload's cache document, and each attempt replays the spool.
+	upload *uploadCall
 }
 
 // handleAPI serves a JSON API request (chat, legacy completions,
@@ -183,6 +186,9 @@ func (s *Server) answerNoTarget(ctx *fasthttp.RequestCtx, c *call, ex exclusions
 // upstreamBody is the body one upstream is sent: the model renamed, the
 // usage chunk asked for on streams, unsupported params dropped.
 func upstreamBody(c *call, u *upstream.Client, model string) ([]byte, error) {
+	if c.upload != nil {
+		return nil, nil // built per attempt from the spool (tryUpload)
+	}
 	body := c.body
 	if model != c.req.Model || !c.req.ModelPlain {
 		var err error

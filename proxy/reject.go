@@ -87,7 +87,11 @@ func classifyRejection(err error) rejection {
 // shape, counts and logs it as a rejection, and, when the client may still
 // be sending, makes the close a lingering one (see linger).
 func (s *Server) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
-	r := classifyRejection(err)
+	s.rejectWith(ctx, classifyRejection(err))
+}
+
+// rejectWith answers, counts and logs rejection r (see ErrorHandler).
+func (s *Server) rejectWith(ctx *fasthttp.RequestCtx, r rejection) {
 	writeError(ctx, r.status, r.message, typeInvalidRequest, "", r.code)
 	if r.linger {
 		cfg := &s.st.Load().cfg
@@ -96,8 +100,10 @@ func (s *Server) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 	s.reject(ctx, r)
 }
 
-// Guard returns h behind the one framing check fasthttp leaves to its
-// user. fasthttp reads a request that has both Content-Length and
+// Guard returns h behind what fasthttp leaves to its user: the body read
+// of every route but uploads (see bufferBody), and one framing check.
+//
+// fasthttp reads a request that has both Content-Length and
 // Transfer-Encoding: chunked by its chunks, and closes the connection after
 // it (RFC 9112 section 6.1 allows that, or rejecting it); a proxy in front
 // that went by Content-Length saw other requests in it. Such a request gets
@@ -112,6 +118,13 @@ func (s *Server) Guard(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 			ctx.SetConnectionClose()
 			s.reject(ctx, rejectAmbiguous)
 			return
+		}
+		if uploadRouteOf(ctx.Path()) == nil {
+			if r, ok := bufferBody(&ctx.Request, s.st.Load().cfg.MaxBodyBytes); !ok {
+				ctx.SetConnectionClose()
+				s.rejectWith(ctx, r)
+				return
+			}
 		}
 		h(ctx)
 	}
@@ -147,7 +160,7 @@ func (s *Server) reject(ctx *fasthttp.RequestCtx, r rejection) {
 		slog.String("remote_addr", ctx.RemoteAddr().String()),
 	}
 	if r.reason == reasonBodyTooLarge {
-		if n := ctx.Request.Header.ContentLength(); n > 0 { // chunked: -1, the size is unknown
+		if n := declaredLength(&ctx.Request.Header); n > 0 { // chunked: -1, the size is unknown
 			attrs = append(attrs, slog.Int("content_length", n))
 		}
 	}

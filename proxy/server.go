@@ -32,6 +32,7 @@ import (
 	"switchyard/config"
 	"switchyard/openai"
 	"switchyard/policy"
+	"switchyard/upload"
 	"switchyard/upstream"
 )
 
@@ -175,6 +176,7 @@ type Server struct {
 	watcher  watcher // silent streams whose clients may have left
 	storeSem chan struct{}
 	keys     *cachekey.Memo // request bodies seen recently, by their bytes
+	uploads  *upload.Pool   // the spools of uploads in flight
 
 	requests  atomic.Int64
 	successes atomic.Int64
@@ -202,6 +204,7 @@ func New(o Options) (*Server, error) {
 		version:  o.Version,
 		started:  time.Now(),
 		storeSem: make(chan struct{}, 64),
+		uploads:  upload.NewPool(upload.PoolOptions{OnHeld: func(d int64) { uploadSpoolBytes.Add(float64(d)) }}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -251,6 +254,7 @@ func (s *Server) swap(cfg config.Config, ups []*upstream.Client, p *policy.Polic
 		st.secretsB = append(st.secretsB, []byte(k))
 	}
 	st.models, st.model = modelsList(ups, s.started)
+	s.uploads.SetMaxBytes(uploadMaxBytes(&cfg))
 	s.st.Store(st)
 }
 
@@ -302,6 +306,14 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 			return
 		}
 		s.handleAPI(ctx, start, r)
+	case withAPI && uploadRouteOf(path) != nil:
+		r := uploadRouteOf(path)
+		route = r.label
+		if !ctx.IsPost() {
+			s.methodNotAllowed(ctx, "POST")
+			return
+		}
+		s.handleUpload(ctx, start, r)
 	case withAPI && (string(path) == "/v1/models" || string(path) == "/models"):
 		route = routeModels
 		st, ok := s.modelsRequest(ctx)

@@ -81,6 +81,7 @@ type Client struct {
 	forward    []string             // forward_headers, minus those static sets
 	plain      *fasthttp.HostClient // buffered answers, whole-response deadline
 	stream     *fasthttp.HostClient // streamed answers, idle-extending read deadline
+	upload     *fasthttp.HostClient // streamed request bodies (uploads): no per-write cap
 	conns      connTable            // the stream client's open connections
 }
 
@@ -151,6 +152,13 @@ func New(u config.Upstream) (*Client, error) {
 		}
 	}
 	c.plain = newHC(2048, func(a string) (net.Conn, error) { return fasthttp.DialTimeout(a, 5*time.Second) })
+	// An upload's body (up to max_upload_bytes) is written within the
+	// request's timeout rather than the 10 s a JSON body gets: a slow
+	// uplink must not cut it. Its own pool keeps those long writes off the
+	// connections JSON calls wait for.
+	c.upload = newHC(1024, func(a string) (net.Conn, error) { return fasthttp.DialTimeout(a, 5*time.Second) })
+	c.upload.WriteTimeout = 0
+	c.upload.WriteBufferSize = 64 << 10
 	// Streams hold a connection for their whole length: allow many.
 	c.stream = newHC(16384, func(a string) (net.Conn, error) {
 		conn, err := fasthttp.DialTimeout(a, 5*time.Second)
@@ -271,7 +279,9 @@ func (c *Client) Aliases() []string {
 }
 
 // ConnsCount returns the number of open connections, for tests and status.
-func (c *Client) ConnsCount() int { return c.plain.ConnsCount() + c.stream.ConnsCount() }
+func (c *Client) ConnsCount() int {
+	return c.plain.ConnsCount() + c.stream.ConnsCount() + c.upload.ConnsCount()
+}
 
 // idleConn pushes the read deadline forward after every read of a streamed
 // response body that returned data, so a stream never waits on a silent
@@ -383,6 +393,15 @@ type Request struct {
 	// unchanged until Do returns (and, for streams, until the stream is
 	// closed).
 	Body []byte
+	// BodyStream, when set, is sent instead of Body: exactly BodySize
+	// bytes read from it while the request is written (an upload replayed
+	// from its spool; ContentType then names it, with its boundary). Do
+	// reads it once: each attempt needs a new one. Such a request goes
+	// over its own connection pool, its write bounded by the upstream's
+	// timeout only. Streamed answers (Stream) are not supported with it.
+	BodyStream io.Reader
+	// BodySize is BodyStream's length in bytes.
+	BodySize int64
 	// Stream asks for an event stream answer.
 	Stream bool
 	// RequestID is forwarded as X-Request-Id.
@@ -458,7 +477,16 @@ func (c *Client) Do(r *Request) (*Response, error) {
 	if r.RequestID != "" {
 		req.Header.Set("X-Request-Id", r.RequestID)
 	}
-	req.SetBodyRaw(r.Body)
+	hc := c.plain
+	if r.BodyStream != nil {
+		if r.Stream {
+			return nil, fmt.Errorf("upstream %s: a streamed answer to a streamed body is not supported", c.Name)
+		}
+		req.SetBodyStream(r.BodyStream, int(r.BodySize))
+		hc = c.upload
+	} else {
+		req.SetBodyRaw(r.Body)
+	}
 
 	start := time.Now()
 	resp := fasthttp.AcquireResponse()
@@ -467,7 +495,7 @@ func (c *Client) Do(r *Request) (*Response, error) {
 		resp.StreamBody = true
 		err = c.stream.DoDeadline(req, resp, start.Add(c.cfg.FirstTokenTimeout))
 	} else {
-		err = c.plain.DoDeadline(req, resp, start.Add(c.cfg.Timeout))
+		err = hc.DoDeadline(req, resp, start.Add(c.cfg.Timeout))
 	}
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)

@@ -19,6 +19,7 @@ if (!baseURL) {
 const MODEL = "llama-3.3-70b";
 const OTHER_MODEL = "llama-3.1-8b";
 const EMBEDDING_MODEL = "text-embedding-3-small"; // embeddings.test.mjs
+const AUDIO_MODEL = "whisper-1"; // audio.test.mjs
 const UPSTREAM_MODEL = "llama-3.3-70b-versatile";
 const UPSTREAM_NAME = "groq_fake";
 const PLAIN_ANSWER = "Hi there! How can I help you today?";
@@ -112,7 +113,7 @@ test("models.list lists the configured aliases", async () => {
   const page = await client.models.list();
   assert.deepEqual(
     page.data.map((m) => m.id),
-    [OTHER_MODEL, MODEL, EMBEDDING_MODEL],
+    [OTHER_MODEL, MODEL, EMBEDDING_MODEL, AUDIO_MODEL],
   );
   for (const m of page.data) {
     assert.equal(m.object, "model");
@@ -120,7 +121,7 @@ test("models.list lists the configured aliases", async () => {
   }
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id); // auto-pagination stops after one page
-  assert.deepEqual(ids, [OTHER_MODEL, MODEL, EMBEDDING_MODEL]);
+  assert.deepEqual(ids, [OTHER_MODEL, MODEL, EMBEDDING_MODEL, AUDIO_MODEL]);
 });
 
 test("models.retrieve returns the listed entry, or a 404 model_not_found", async () => {

@@ -191,7 +191,7 @@ func TestGoSDKModelsList(t *testing.T) {
 			t.Errorf("model entry %s", m.RawJSON())
 		}
 	}
-	want := []string{otherAlias, modelAlias, embeddingModel}
+	want := []string{otherAlias, modelAlias, embeddingModel, audioAlias}
 	if strings.Join(ids, ",") != strings.Join(want, ",") {
 		t.Errorf("model ids = %v, want %v", ids, want)
 	}

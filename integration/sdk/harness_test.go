@@ -36,6 +36,7 @@ const (
 	modelAlias    = "llama-3.3-70b"
 	upstreamModel = "llama-3.3-70b-versatile"
 	otherAlias    = "llama-3.1-8b"
+	audioAlias    = "whisper-1" // sent as whisper-large-v3-turbo (audio_test.go)
 	unknownModel  = "no-such-model"
 
 	plainAnswer = "Hi there! How can I help you today?"
@@ -64,7 +65,8 @@ upstreams:
       %s: %s
       %s: llama-3.1-8b-instant
       text-embedding-3-small: text-embedding-3-small
-`, upstreamName, upstreamBaseURL, upstreamKey, modelAlias, upstreamModel, otherAlias)
+      %s: whisper-large-v3-turbo
+`, upstreamName, upstreamBaseURL, upstreamKey, modelAlias, upstreamModel, otherAlias, audioAlias)
 }
 
 // newUpstream starts the fake upstream on 127.0.0.1 and returns it with its

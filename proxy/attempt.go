@@ -35,10 +35,10 @@ type attemptResult struct {
 	ended    bool     // the stream was read to its end inside the attempt
 	finishes openai.Finishes
 	ttft     time.Duration
-	start    time.Time           // when this attempt started
-	deferred bool                // the breakers await StreamDone/StreamFailed (a committed stream)
-	usage    openai.Usage        // a plain answer's usage
-	chars    int64               // completion characters read so far (chars quotas)
+	start    time.Time    // when this attempt started
+	deferred bool         // the breakers await StreamDone/StreamFailed (a committed stream)
+	usage    openai.Usage // a plain answer's usage
+	chars    int64        // completion characters read so far (chars quotas)
 	rs       responsesState
 	res      *policy.Reservation // the quota Do reserved; settled by the attempt's Observe
 }

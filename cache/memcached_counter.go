@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -52,14 +49,8 @@ func (m *Memcached) DecrFrom(key string, delta, seed uint64, expireAt time.Time)
 // counterOp runs memcached's incr or decr on key, creating the counter
 // with value created when it is missing (the increment/add dance, at most
 // maxIncrs rounds when other clients race to create it).
-//
-// A pooled connection that memcached closed (it restarted) fails its next
-// operation with EOF or a reset; gomemcache then drops that connection
-// but keeps the other idle ones, all as dead. The first such error drops
-// every idle connection of the client and retries once on a fresh one:
-// otherwise each dead connection would cost a failed update (and counts
-// toward opening the breaker) just when the counters need re-seeding. The
-// retried command had not reached the restarted server.
+// A pooled connection that a restarted memcached closed costs no failed
+// update: do retries the whole dance once on a fresh connection.
 func (m *Memcached) counterOp(key string, decr bool, delta, created uint64, expireAt time.Time) (uint64, error) {
 	verb := "incr"
 	if decr {
@@ -78,7 +69,7 @@ func (m *Memcached) counterOp(key string, decr bool, delta, created uint64, expi
 		}
 		var err error
 		for range m.maxIncrs {
-			err = retryStale(c, update)
+			err = update()
 			if !errors.Is(err, memcache.ErrCacheMiss) {
 				return err
 			}
@@ -88,7 +79,7 @@ func (m *Memcached) counterOp(key string, decr bool, delta, created uint64, expi
 				exp = expiration(max(expireAt.Sub(now), time.Second), now)
 			}
 			item := &memcache.Item{Key: key, Value: strconv.AppendUint(nil, created, 10), Expiration: exp}
-			err = retryStale(c, func() error { return c.Add(item) })
+			err = c.Add(item)
 			if err == nil {
 				v = created
 				return nil
@@ -106,24 +97,6 @@ func (m *Memcached) counterOp(key string, decr bool, delta, created uint64, expi
 		return 0, fmt.Errorf("memcached %s: %w", verb, err)
 	}
 	return v, nil
-}
-
-// retryStale runs op, and once more after dropping c's idle connections
-// when it failed on a connection the server had closed.
-func retryStale(c *memcache.Client, op func() error) error {
-	err := op()
-	if !staleConn(err) {
-		return err
-	}
-	_ = c.Close() // idle connections only; the client stays usable
-	return op()
-}
-
-// staleConn reports whether err is what a pooled connection to a
-// memcached that has since restarted (or dropped it) fails with.
-func staleConn(err error) bool {
-	return err != nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed))
 }
 
 // Value returns the current value of the counter key, or 0 if it is
@@ -154,45 +127,19 @@ func (m *Memcached) Lookup(key string) (uint64, bool, error) {
 	return v, true, nil
 }
 
-// Fetch is Get for small shared state (the quota policy's rate-limit
-// views): it returns ErrMiss for an absent key and, like the counter
-// operations, retries once on a fresh connection when a pooled one had
-// been closed by a restarted server, so a background reader does not
-// spend the breaker's failures on dead connections. Errors are wrapped
-// as "memcached get: ...".
-func (m *Memcached) Fetch(key string) ([]byte, error) {
-	var it *memcache.Item
-	err := m.do(key, func(c *memcache.Client) error {
-		return retryStale(c, func() error {
-			var err error
-			it, err = c.Get(key)
-			return err
-		})
-	})
-	switch {
-	case err == nil:
-		return it.Value, nil
-	case errors.Is(err, memcache.ErrCacheMiss):
-		return nil, ErrMiss
-	}
-	memcachedGetErrors.Inc()
-	return nil, fmt.Errorf("memcached get: %w", err)
-}
+// Fetch is Get, for small shared state (the quota policy's rate-limit
+// views). Like every operation, it runs once more on a fresh connection
+// when a pooled one had been closed by a restarted server (see do), so a
+// background reader does not spend the breaker's failures on dead
+// connections.
+func (m *Memcached) Fetch(key string) ([]byte, error) { return m.Get(key) }
 
-// Put is Set for small shared state, retried like Fetch. A value that
-// would exceed MaxItemBytes is refused with ErrTooLarge. Errors are
-// wrapped as "memcached set: ...".
+// Put is Set for small shared state, except that a value over
+// MaxItemBytes is refused with ErrTooLarge without counting it as an
+// oversize answer.
 func (m *Memcached) Put(key string, value []byte, ttl time.Duration) error {
 	if len(key)+len(value)+memcachedItemOverhead > m.maxItem {
 		return ErrTooLarge
 	}
-	item := &memcache.Item{Key: key, Value: value, Expiration: expiration(ttl, m.now())}
-	err := m.do(key, func(c *memcache.Client) error {
-		return retryStale(c, func() error { return c.Set(item) })
-	})
-	if err != nil {
-		memcachedSetErrors.Inc()
-		return fmt.Errorf("memcached set: %w", err)
-	}
-	return nil
+	return m.Set(key, value, ttl)
 }

@@ -559,8 +559,10 @@ func TestAudioBadInput(t *testing.T) {
 // answered or cut by the client mid-upload.
 func TestAudioSpoolFilesRemoved(t *testing.T) {
 	gate := make(chan struct{})
+	arrived := make(chan struct{}, 4)
 	var once sync.Once
 	up := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
 		select {
 		case <-gate:
 		case <-time.After(5 * time.Second):
@@ -594,6 +596,12 @@ func TestAudioSpoolFilesRemoved(t *testing.T) {
 
 	done := make(chan *http.Response, 1)
 	go func() { done <- postUpload(t, p.URL+"/v1/audio/transcriptions", body, ctype, false) }()
+	// The whole upload is spooled once the upstream has the request.
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upload never reached the upstream")
+	}
 	if !waitFDs(1) {
 		t.Fatalf("no spool file open while the upstream works (%d)", spoolFDs())
 	}

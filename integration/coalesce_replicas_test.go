@@ -178,8 +178,11 @@ func TestCoalesceAcrossReplicas(t *testing.T) {
 					t.Errorf("answer %d differs:\n%s\nwant\n%s", i, b, bodies[0])
 				}
 			}
-			if c := countValues(xc); c["MISS"] != 1 || c["MISS"]+c["COALESCED"]+c["HIT"] != 60 {
-				t.Errorf("X-Cache %v, want one MISS, the rest COALESCED (or HIT)", c)
+			// The lease holder's call is the MISS; each waiting replica reads
+			// its entry from memcached (HIT); the others in each replica
+			// follow their replica's call in-process (COALESCED).
+			if c := countValues(xc); c["MISS"] != 1 || c["HIT"] < 2 || c["MISS"]+c["COALESCED"]+c["HIT"] != 60 {
+				t.Errorf("X-Cache %v, want one MISS, at least one HIT per waiting replica, the rest COALESCED", c)
 			}
 			var gotHit float64
 			for _, p := range ps {

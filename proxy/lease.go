@@ -16,8 +16,8 @@ import (
 // a memcached add of "<key>:lease" that expires after about the upstream
 // timeout. Another replica's flight leader that finds the lease taken
 // polls memcached for the entry (20 ms, then 1.5 times longer each time, at
-// most 200 ms apart) and serves it as COALESCED, like an in-process
-// follower; its own followers get it too. It stops waiting as soon as the
+// most 200 ms apart) and serves it as a HIT (it is read from the shared
+// cache); its own in-process followers get it as COALESCED. It stops waiting as soon as the
 // lease is gone: its holder released it without an entry (an error, an
 // answer not cached) or died and it expired. It then goes upstream itself,
 // without taking the lease again: the holder's failure has already cost
@@ -115,7 +115,7 @@ func (s *Server) awaitLease(ctx *fasthttp.RequestCtx, c *call, fl *flight) bool 
 	}
 	raw, result := s.pollLease(c.key, lk, taken.Add(ttl+leaseClock))
 	leaseResults[result].Inc()
-	if result != leaseHit || !s.serveEntry(ctx, c, raw, cacheCoalesced) {
+	if result != leaseHit || !s.serveEntry(ctx, c, raw, cacheHit) {
 		return false
 	}
 	coalescedTotal.Inc()

@@ -43,20 +43,27 @@ func startProxy(t *testing.T, cfg string, env ...string) *proxyProc {
 // fake is a scripted OpenAI-compatible upstream on 127.0.0.1.
 type fake struct {
 	*httptest.Server
-	calls   atomic.Int64
-	mu      sync.Mutex
-	bodies  [][]byte
-	paths   []string
-	headers []http.Header
-	hosts   []string
-	handler atomic.Pointer[http.HandlerFunc]
+	calls    atomic.Int64
+	mu       sync.Mutex
+	bodies   [][]byte
+	paths    []string
+	requests []string // method and URI, query included
+	headers  []http.Header
+	hosts    []string
+	handler  atomic.Pointer[http.HandlerFunc]
 }
 
 // fakePaths are the API endpoints a fake serves (h tells them apart by
-// r.URL.Path); any other path is a 404.
+// r.URL.Path), with the stored responses under /v1/responses/ (see
+// fakeServes); any other path is a 404.
 var fakePaths = map[string]bool{
 	"/v1/chat/completions": true, "/v1/completions": true, "/v1/responses": true,
 	"/v1/embeddings": true, "/v1/audio/transcriptions": true, "/v1/audio/translations": true,
+}
+
+// fakeServes reports whether a fake runs its handler for path.
+func fakeServes(path string) bool {
+	return fakePaths[path] || strings.HasPrefix(path, "/v1/responses/")
 }
 
 // newFake starts a fake upstream whose API endpoints (fakePaths) run h.
@@ -65,7 +72,7 @@ func newFake(t *testing.T, h http.HandlerFunc) *fake {
 	f := &fake{}
 	f.SetHandler(h)
 	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !fakePaths[r.URL.Path] {
+		if !fakeServes(r.URL.Path) {
 			http.Error(w, `{"error":{"message":"not found","type":"invalid_request_error","code":"not_found"}}`, 404)
 			return
 		}
@@ -73,6 +80,7 @@ func newFake(t *testing.T, h http.HandlerFunc) *fake {
 		f.calls.Add(1)
 		f.mu.Lock()
 		f.paths = append(f.paths, r.URL.Path)
+		f.requests = append(f.requests, r.Method+" "+r.URL.RequestURI())
 		f.bodies = append(f.bodies, body)
 		f.headers = append(f.headers, r.Header.Clone())
 		f.hosts = append(f.hosts, r.Host)
@@ -94,6 +102,17 @@ func (f *fake) LastPath() string {
 		return ""
 	}
 	return f.paths[len(f.paths)-1]
+}
+
+// LastRequest returns the last request's method and URI with its query
+// ("GET /v1/responses/resp_1?limit=2"), "" if none.
+func (f *fake) LastRequest() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.requests) == 0 {
+		return ""
+	}
+	return f.requests[len(f.requests)-1]
 }
 
 // SetHandler replaces the fake's behaviour.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -59,7 +60,8 @@ type respFake struct {
 	// run: HTTP 200, "status":"failed", an error object.
 	plainFailed bool
 
-	n *atomic.Int64
+	n       *atomic.Int64
+	created *sync.Map // id → model of each response this fake created and still keeps
 }
 
 const (
@@ -127,7 +129,14 @@ func (s respFake) handler() http.HandlerFunc {
 	if s.dialect == "" {
 		s.dialect = "groq"
 	}
+	if s.created == nil {
+		s.created = new(sync.Map)
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/responses/"); ok {
+			s.storedOp(w, r, rest)
+			return
+		}
 		if r.URL.Path != "/v1/responses" {
 			okJSON("a chat answer")(w, r)
 			return
@@ -151,6 +160,7 @@ func (s respFake) handler() http.HandlerFunc {
 			return
 		}
 		id := fmt.Sprintf("%s_%d", s.prefix, s.n.Add(1))
+		s.created.Store(id, req.Model)
 		groqHeaders(w)
 		if !req.Stream {
 			w.Header().Set("Content-Type", "application/json")
@@ -197,6 +207,50 @@ func (s respFake) handler() http.HandlerFunc {
 				}
 			}
 		}
+	}
+}
+
+// storedOp answers an operation on a response this fake created, as
+// OpenAI's reference documents them (https://platform.openai.com/docs/
+// api-reference/responses/get, .../delete, .../cancel, .../input-items):
+//
+//	GET    {id}              the response object
+//	DELETE {id}              {"id":…,"object":"response","deleted":true}
+//	POST   {id}/cancel       the response object, "status":"cancelled"
+//	GET    {id}/input_items  {"object":"list","data":[…],"first_id","last_id","has_more"}
+//
+// and an id it does not keep with a 404 and OpenAI's error object
+// ("Response with id '…' not found."). Groq and HuggingFace's router keep
+// no state (see the top of this file) and do not serve these; OpenAI
+// does, and so do vLLM and the other servers that store responses.
+func (s respFake) storedOp(w http.ResponseWriter, r *http.Request, rest string) {
+	id, op, _ := strings.Cut(rest, "/")
+	w.Header().Set("Content-Type", "application/json")
+	if s.status != 0 && s.status != 200 {
+		w.WriteHeader(s.status)
+		io.WriteString(w, `{"error":{"message":"Internal server error","type":"internal_server_error","param":null,"code":null}}`)
+		return
+	}
+	model, ok := s.created.Load(id)
+	if !ok {
+		w.WriteHeader(404)
+		fmt.Fprintf(w, `{"error":{"message":"Response with id '%s' not found.","type":"invalid_request_error","param":null,"code":null}}`, id)
+		return
+	}
+	text := strings.Join(s.words, "")
+	switch {
+	case op == "" && r.Method == http.MethodGet:
+		io.WriteString(w, respObject(id, model.(string), "completed", text))
+	case op == "" && r.Method == http.MethodDelete:
+		s.created.Delete(id)
+		fmt.Fprintf(w, `{"id":%q,"object":"response","deleted":true}`, id)
+	case op == "cancel" && r.Method == http.MethodPost:
+		io.WriteString(w, strings.Replace(respObject(id, model.(string), "in_progress", ""), `"status":"in_progress"`, `"status":"cancelled"`, 1))
+	case op == "input_items" && r.Method == http.MethodGet:
+		fmt.Fprintf(w, `{"object":"list","data":[{"id":"msg_in_%s","type":"message","role":"user","status":"completed","content":[{"type":"input_text","text":"first"}]}],"first_id":"msg_in_%s","last_id":"msg_in_%s","has_more":false}`, id, id, id)
+	default:
+		w.WriteHeader(405)
+		io.WriteString(w, `{"error":{"message":"Method not allowed.","type":"invalid_request_error","param":null,"code":null}}`)
 	}
 }
 

@@ -42,6 +42,7 @@ type call struct {
 	ranked    []policy.Candidate // the ranking, for the decision log
 	upstream  string
 	sticky    string // the upstream holding a Responses request's state ("" = none; see sticky.go)
+	stored    string // the response id an operation on a stored response names (stored.go)
 	usage     openai.Usage
 	finished  bool // finish ran: the request is logged
 	handedOff bool // a stream relay finishes the request when it ends

@@ -10,17 +10,19 @@ import (
 
 // Route labels: a fixed set, never request data.
 const (
-	routeChat           = "chat_completions"
-	routeCompletions    = "completions"
-	routeResponses      = "responses"
-	routeEmbeddings     = "embeddings"
-	routeTranscriptions = "audio_transcriptions"
-	routeTranslations   = "audio_translations"
-	routeModels         = "models"
-	routeHealthz        = "healthz"
-	routeMetrics        = "metrics"
-	routeStatus         = "status"
-	routeOther          = "other"
+	routeChat        = "chat_completions"
+	routeCompletions = "completions"
+	routeResponses   = "responses"
+	// routeStoredResponses: operations on a stored response (stored.go).
+	routeStoredResponses = "responses_stored"
+	routeEmbeddings      = "embeddings"
+	routeTranscriptions  = "audio_transcriptions"
+	routeTranslations    = "audio_translations"
+	routeModels          = "models"
+	routeHealthz         = "healthz"
+	routeMetrics         = "metrics"
+	routeStatus          = "status"
+	routeOther           = "other"
 )
 
 // Cache results, the values of switchyard_cache_requests_total{result}.
@@ -58,7 +60,7 @@ var (
 )
 
 func init() {
-	for _, r := range []string{routeChat, routeCompletions, routeResponses, routeEmbeddings, routeTranscriptions, routeTranslations,
+	for _, r := range []string{routeChat, routeCompletions, routeResponses, routeStoredResponses, routeEmbeddings, routeTranscriptions, routeTranslations,
 		routeModels, routeHealthz, routeMetrics, routeStatus, routeOther} {
 		routeDurations[r] = metrics.NewPrometheusHistogramExt(fmt.Sprintf(`switchyard_request_duration_seconds{route=%q}`, r), durationBuckets)
 	}

@@ -47,16 +47,19 @@ func TestStickyKey(t *testing.T) {
 func TestStickyRef(t *testing.T) {
 	cases := []struct {
 		req              openai.Request
+		stored           string
 		kind, id, prefix string
 	}{
-		{openai.Request{}, "", "", ""},
-		{openai.Request{PreviousResponseID: "resp_1"}, stickyResponse, "resp_1", `previous_response_id "resp_1"`},
-		{openai.Request{Conversation: "conv_1"}, stickyConversation, "conv_1", `conversation "conv_1"`},
-		{openai.Request{PreviousResponseID: "resp_1", Conversation: "conv_1"}, stickyResponse, "resp_1", `previous_response_id`},
-		{openai.Request{Conversation: strings.Repeat("x", 500)}, stickyConversation, strings.Repeat("x", 500), `conversation "xxx`},
+		{openai.Request{}, "", "", "", ""},
+		{openai.Request{PreviousResponseID: "resp_1"}, "", stickyResponse, "resp_1", `previous_response_id "resp_1"`},
+		{openai.Request{Conversation: "conv_1"}, "", stickyConversation, "conv_1", `conversation "conv_1"`},
+		{openai.Request{PreviousResponseID: "resp_1", Conversation: "conv_1"}, "", stickyResponse, "resp_1", `previous_response_id`},
+		{openai.Request{Conversation: strings.Repeat("x", 500)}, "", stickyConversation, strings.Repeat("x", 500), `conversation "xxx`},
+		{openai.Request{}, "resp_2", stickyResponse, "resp_2", `the response "resp_2"`},
+		{openai.Request{}, strings.Repeat("r", 500), stickyResponse, strings.Repeat("r", 500), `the response "rrr`},
 	}
 	for _, tc := range cases {
-		kind, id, ref := stickyRef(&tc.req)
+		kind, id, ref := stickyRef(&tc.req, tc.stored)
 		if kind != tc.kind || id != tc.id || !strings.HasPrefix(ref, tc.prefix) || len(ref) > 130 {
 			t.Errorf("stickyRef(%+v) = %q %q %q", tc.req, kind, id, ref)
 		}
@@ -124,5 +127,31 @@ func TestResponsesEchoesSplitKey(t *testing.T) {
 	r.tee = []byte(delta("hello") + delta(key[:8]))
 	if r.echoesSplitKey() {
 		t.Error("a clean stream reported")
+	}
+}
+
+func TestSplitStoredPath(t *testing.T) {
+	cases := []struct {
+		path, id, suffix string
+		ok               bool
+	}{
+		{"responses/resp_1", "resp_1", "", true},
+		{"responses/resp_1/cancel", "resp_1", "/cancel", true},
+		{"responses/resp_1/input_items", "resp_1", "/input_items", true},
+		{"responses/", "", "", false},
+		{"responses//cancel", "", "", false},
+		{"responses/resp_1/", "", "", false},
+		{"responses/resp_1/cancel/", "", "", false},
+		{"responses/resp_1/delete", "", "", false},
+		{"responses/a/b/cancel", "", "", false},
+		{"responses/..", "", "", false}, // would climb out of the upstream's path
+		{"responses/./cancel", "", "", false},
+		{"responses/resp 1?x", "resp 1?x", "", true}, // escaped when sent on
+	}
+	for _, tc := range cases {
+		id, suffix, ok := splitStoredPath([]byte(tc.path))
+		if id != tc.id || suffix != tc.suffix || ok != tc.ok {
+			t.Errorf("splitStoredPath(%q) = %q %q %v, want %q %q %v", tc.path, id, suffix, ok, tc.id, tc.suffix, tc.ok)
+		}
 	}
 }

@@ -306,6 +306,9 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, withAdmin, withAPI bool) {
 			return
 		}
 		s.handleAPI(ctx, start, r)
+	case withAPI && bytes.HasPrefix(apiPath(path), []byte(storedPrefix)):
+		route = routeStoredResponses
+		s.handleStoredResponse(ctx, start, apiPath(path))
 	case withAPI && uploadRouteOf(path) != nil:
 		r := uploadRouteOf(path)
 		route = r.label

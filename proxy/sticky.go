@@ -77,11 +77,14 @@ func stickyKey(ns, scope, kind, id string) string {
 }
 
 // stickyRef names what a continuing request refers to, for messages:
-// previous_response_id "resp_…" or conversation "conv_…". It returns the
-// record's kind and id too; kind is "" for a request that continues
-// nothing.
-func stickyRef(req *openai.Request) (kind, id, ref string) {
+// previous_response_id "resp_…" or conversation "conv_…", or the
+// response "resp_…" an operation on a stored response names (stored.go).
+// It returns the record's kind and id too; kind is "" for a request that
+// refers to nothing stored.
+func stickyRef(req *openai.Request, stored string) (kind, id, ref string) {
 	switch {
+	case stored != "":
+		return stickyResponse, stored, fmt.Sprintf("the response %q", truncate(stored, 100))
 	case req.PreviousResponseID != "":
 		return stickyResponse, req.PreviousResponseID, fmt.Sprintf("previous_response_id %q", truncate(req.PreviousResponseID, 100))
 	case req.Conversation != "":
@@ -97,23 +100,11 @@ func stickyRef(req *openai.Request) (kind, id, ref string) {
 // all (its model, endpoint, params or key), it answers itself, and ok is
 // false.
 func (s *Server) stickyTargets(ctx *fasthttp.RequestCtx, c *call, targets []policy.Target) (_ []policy.Target, ok bool) {
-	kind, id, ref := stickyRef(&c.req)
-	if kind == "" || s.cache == nil {
+	kind, id, ref := stickyRef(&c.req, c.stored)
+	name := s.stickyHolder(c, kind, id)
+	if name == "" {
 		return targets, true
 	}
-	raw, err := s.cache.Get(stickyKey(c.st.cfg.Cache.Namespace, c.scope, kind, id))
-	switch {
-	case err == nil:
-	case s.isMiss(err):
-		stickyLookups["miss"].Inc()
-		return targets, true
-	default:
-		stickyLookups["error"].Inc()
-		s.log.Debug("sticky lookup", "request_id", c.rid, "err", err)
-		return targets, true
-	}
-	stickyLookups["hit"].Inc()
-	name := string(raw)
 	for _, t := range targets {
 		if t.Name == name {
 			c.sticky = name
@@ -148,6 +139,26 @@ func (s *Server) stickyTargets(ctx *fasthttp.RequestCtx, c *call, targets []poli
 			typeInvalidRequest, p, openai.CodeUnsupported)
 	}
 	return nil, false
+}
+
+// stickyHolder returns the upstream the record of (kind, id) names, or ""
+// when there is none: kind is "", no record, or the backend failed.
+func (s *Server) stickyHolder(c *call, kind, id string) string {
+	if kind == "" || s.cache == nil {
+		return ""
+	}
+	raw, err := s.cache.Get(stickyKey(c.st.cfg.Cache.Namespace, c.scope, kind, id))
+	switch {
+	case err == nil:
+		stickyLookups["hit"].Inc()
+		return string(raw)
+	case s.isMiss(err):
+		stickyLookups["miss"].Inc()
+	default:
+		stickyLookups["error"].Inc()
+		s.log.Debug("sticky lookup", "request_id", c.rid, "err", err)
+	}
+	return ""
 }
 
 // remember records, once per answer, that r's upstream holds the response
@@ -216,7 +227,7 @@ func (s *Server) answerStickyFailed(ctx *fasthttp.RequestCtx, c *call, last *att
 	case why == "":
 		why = "no candidate"
 	}
-	_, _, ref := stickyRef(&c.req)
+	_, _, ref := stickyRef(&c.req, c.stored)
 	c.upstream = c.sticky // the log line names it
 	ctx.Response.Header.Set("X-Upstream", c.sticky)
 	ctx.Response.Header.Del("Retry-After")

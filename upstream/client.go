@@ -387,6 +387,12 @@ type Request struct {
 	// Endpoint is where the body goes (base_url + "/" + endpoint); the zero
 	// value means chat completions. It must be one the upstream serves.
 	Endpoint openai.Endpoint
+	// Method is the HTTP method; "" means POST. A GET or DELETE carries no
+	// body and no Content-Type.
+	Method string
+	// Path, when set, is appended to the endpoint's URL: a resource under
+	// it and its query ("/resp_1/input_items?limit=20"), already escaped.
+	Path string
 	// ContentType is the body's Content-Type; "" means application/json.
 	ContentType string
 	// Body is the body to send, model already rewritten. It must stay
@@ -453,7 +459,11 @@ func (r *Response) Header(key string) string {
 func (c *Client) Do(r *Request) (*Response, error) {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
-	req.Header.SetMethod(fasthttp.MethodPost)
+	method := r.Method
+	if method == "" {
+		method = fasthttp.MethodPost
+	}
+	req.Header.SetMethod(method)
 	e := r.Endpoint
 	if e == "" {
 		e = openai.Chat
@@ -462,11 +472,17 @@ func (c *Client) Do(r *Request) (*Response, error) {
 	if !served {
 		return nil, fmt.Errorf("upstream %s: does not serve %s (endpoints)", c.Name, e)
 	}
+	if r.Path != "" {
+		uri += r.Path
+	}
 	req.SetRequestURI(uri)
 	c.setHeaders(&req.Header, r.ClientHeaders)
-	if r.ContentType != "" {
+	switch {
+	case method == fasthttp.MethodGet || method == fasthttp.MethodDelete:
+		req.Header.SetNoDefaultContentType(true) // no body, so no Content-Type
+	case r.ContentType != "":
 		req.Header.SetContentType(r.ContentType)
-	} else {
+	default:
 		req.Header.SetContentType("application/json")
 	}
 	if r.Stream {

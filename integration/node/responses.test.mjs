@@ -39,6 +39,19 @@ test("responses.create plain", async () => {
   assert.equal(response.headers.get("x-upstream"), UPSTREAM_NAME);
 });
 
+test("responses.retrieve and responses.delete reach the creating upstream", async () => {
+  const created = await client.responses.create({ model: MODEL, input: "Say hi (node responses retrieve)" });
+  const { data, response } = await client.responses.retrieve(created.id).withResponse();
+  assert.equal(data.id, created.id);
+  assert.equal(data.output_text, PLAIN_ANSWER);
+  assert.equal(response.headers.get("x-upstream"), UPSTREAM_NAME);
+  await client.responses.delete(created.id);
+  await assert.rejects(client.responses.retrieve(created.id), (err) => {
+    assert.ok(err instanceof OpenAI.NotFoundError, `want NotFoundError, got ${err}`);
+    return true;
+  });
+});
+
 test("responses.create stream: true arrives event by event", async () => {
   const stream = await client.responses.create({
     model: MODEL,

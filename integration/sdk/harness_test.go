@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +90,10 @@ var fakeRoutes = map[string]http.HandlerFunc{}
 func groqLike(w http.ResponseWriter, r *http.Request) {
 	if h, ok := fakeRoutes[r.URL.Path]; ok && r.Method == http.MethodPost {
 		h(w, r)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/v1/responses/") {
+		storedResponse(w, r)
 		return
 	}
 	if r.Method != http.MethodPost || r.URL.Path != "/v1/chat/completions" {

@@ -2,10 +2,12 @@ package sdk
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +27,49 @@ import (
 // its first delta.
 func init() { fakeRoutes["/v1/responses"] = responsesLike }
 
+// storedResponses holds id → model of every response the fake created and
+// has not deleted, for the operations on stored responses (storedResponse).
+var storedResponses sync.Map
+
+// responseObject is a response object as OpenAI's reference shows it.
+func responseObject(id, model, status, text string) string {
+	output, usage := "[]", "null"
+	if status == "completed" {
+		output = fmt.Sprintf(`[{"type":"message","id":"msg_%s","status":"completed","role":"assistant","content":[{"type":"output_text","text":%q,"annotations":[]}]}]`, id, text)
+		usage = `{"input_tokens":12,"input_tokens_details":{"cached_tokens":0},"output_tokens":9,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":21}`
+	}
+	return fmt.Sprintf(`{"id":%q,"object":"response","created_at":1741476542,"status":%q,"error":null,"incomplete_details":null,"instructions":null,"max_output_tokens":null,"model":%q,"output":%s,"parallel_tool_calls":true,"previous_response_id":null,"store":true,"temperature":1.0,"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":%s,"metadata":{}}`,
+		id, status, model, output, usage)
+}
+
+// storedResponse answers GET and DELETE /v1/responses/{id} as OpenAI's
+// reference shows them (https://platform.openai.com/docs/api-reference/
+// responses/get and .../delete): the response object, or
+// {"id","object":"response","deleted":true}; an id it does not hold gets
+// a 404 with OpenAI's error object.
+func storedResponse(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer "+upstreamKey {
+		writeErr(w, 401, "Invalid API Key", "invalid_request_error", "invalid_api_key")
+		return
+	}
+	id := strings.TrimPrefix(r.URL.Path, "/v1/responses/")
+	model, ok := storedResponses.Load(id)
+	if !ok {
+		writeErr(w, 404, fmt.Sprintf("Response with id '%s' not found.", id), "invalid_request_error", "")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	switch r.Method {
+	case http.MethodGet:
+		io.WriteString(w, responseObject(id, model.(string), "completed", plainAnswer))
+	case http.MethodDelete:
+		storedResponses.Delete(id)
+		fmt.Fprintf(w, `{"id":%q,"object":"response","deleted":true}`, id)
+	default:
+		writeErr(w, 405, "Method not allowed.", "invalid_request_error", "")
+	}
+}
+
 const cutWord = "CUT-THE-STREAM"
 
 func responsesLike(w http.ResponseWriter, r *http.Request) {
@@ -43,15 +88,8 @@ func responsesLike(w http.ResponseWriter, r *http.Request) {
 	}
 	groqHeaders(w)
 	id := fmt.Sprintf("resp_%d", time.Now().UnixNano())
-	object := func(status, text string) string {
-		output, usage := "[]", "null"
-		if status == "completed" {
-			output = fmt.Sprintf(`[{"type":"message","id":"msg_%s","status":"completed","role":"assistant","content":[{"type":"output_text","text":%q,"annotations":[]}]}]`, id, text)
-			usage = `{"input_tokens":12,"input_tokens_details":{"cached_tokens":0},"output_tokens":9,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":21}`
-		}
-		return fmt.Sprintf(`{"id":%q,"object":"response","created_at":1741476542,"status":%q,"error":null,"incomplete_details":null,"instructions":null,"max_output_tokens":null,"model":%q,"output":%s,"parallel_tool_calls":true,"previous_response_id":null,"store":true,"temperature":1.0,"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":%s,"metadata":{}}`,
-			id, status, req.Model, output, usage)
-	}
+	object := func(status, text string) string { return responseObject(id, req.Model, status, text) }
+	storedResponses.Store(id, req.Model)
 	if !req.Stream {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, object("completed", plainAnswer))
@@ -120,6 +158,37 @@ func TestGoSDKResponses(t *testing.T) {
 	}
 	if raw.Header.Get("X-Upstream") != upstreamName {
 		t.Errorf("X-Upstream = %q", raw.Header.Get("X-Upstream"))
+	}
+}
+
+// TestGoSDKResponsesRetrieveAndDelete: client.Responses.Get and Delete
+// reach the upstream that created the response; a deleted one is an
+// *openai.Error 404.
+func TestGoSDKResponsesRetrieveAndDelete(t *testing.T) {
+	t.Parallel()
+	p := setup(t)
+	client := newClient(p)
+	created, err := client.Responses.New(ctx(t), responses.ResponseNewParams{
+		Model: modelAlias,
+		Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("Say hi (go responses retrieve)")},
+	})
+	if err != nil {
+		t.Fatalf("Responses.New: %v", err)
+	}
+	got, err := client.Responses.Get(ctx(t), created.ID, responses.ResponseGetParams{})
+	if err != nil {
+		t.Fatalf("Responses.Get: %v", err)
+	}
+	if got.ID != created.ID || got.OutputText() != plainAnswer {
+		t.Errorf("Get: id %q text %q, want %q %q", got.ID, got.OutputText(), created.ID, plainAnswer)
+	}
+	if err := client.Responses.Delete(ctx(t), created.ID); err != nil {
+		t.Fatalf("Responses.Delete: %v", err)
+	}
+	_, err = client.Responses.Get(ctx(t), created.ID, responses.ResponseGetParams{})
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 404 {
+		t.Fatalf("Get after Delete: %v, want an *openai.Error 404", err)
 	}
 }
 

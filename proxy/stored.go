@@ -1,0 +1,222 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"switchyard/openai"
+	"switchyard/policy"
+	"switchyard/upstream"
+	"switchyard/verdict"
+)
+
+// Operations on a stored response (OpenAI's API reference, "Responses"):
+//
+//	GET    /v1/responses/{id}               retrieve (client.responses.retrieve)
+//	DELETE /v1/responses/{id}               delete   (client.responses.delete)
+//	POST   /v1/responses/{id}/cancel        cancel a background response
+//	GET    /v1/responses/{id}/input_items   list its input items
+//
+// A stored response exists on the upstream (and key) that created it
+// only, so the operation goes there: to the upstream its sticky record
+// names (sticky.go), or, when there is no record (expired, evicted, a
+// response created before this proxy saw it), to each configured upstream
+// serving /v1/responses in config order until one knows the id, that is,
+// answers anything but 404. A retrieval found that way records the id, so
+// a follow-up with previous_response_id goes straight there.
+//
+// A pinned upstream that cannot be reached, fails or has its breaker open
+// gets the client a 503 sticky_upstream_unavailable naming it, as for
+// previous_response_id; its own answer (a 404 for an id it no longer
+// has, a 400) is relayed. The query string is passed on as the client sent
+// it (include[], pagination). Answers are never cached (a background
+// response changes until it completes), and a retrieval asking for a
+// stream (?stream=true) is relayed whole once the upstream has sent it.
+// These calls reserve no quota and do not count toward an upstream's
+// health or latency: they are bookkeeping, not generations. A deleted
+// response's record is left to expire; a follow-up naming it gets the
+// holder's own 404.
+
+// storedSuffixes are the operations under /v1/responses/{id}, each with
+// the one method it takes ("" is the response itself: GET or DELETE).
+var storedSuffixes = map[string]string{
+	"":             "",
+	"/cancel":      fasthttp.MethodPost,
+	"/input_items": fasthttp.MethodGet,
+}
+
+// storedRoute labels the operations' metrics and log lines.
+var storedRoute = &apiRoute{ep: openai.Responses, label: routeStoredResponses}
+
+// storedPrefix is the API path of a stored response's operations, under /v1.
+const storedPrefix = "responses/"
+
+// splitStoredPath splits the API path of an operation on a stored
+// response ("responses/{id}[/cancel|/input_items]") into the id and the
+// operation's suffix; ok is false for any other path under responses/.
+func splitStoredPath(p []byte) (id, suffix string, ok bool) {
+	rest := p[len(storedPrefix):]
+	i := bytes.IndexByte(rest, '/')
+	if i < 0 {
+		i = len(rest)
+	}
+	id, suffix = string(rest[:i]), string(rest[i:])
+	if _, known := storedSuffixes[suffix]; !known || id == "" || id == "." || id == ".." {
+		return "", "", false
+	}
+	return id, suffix, true
+}
+
+// handleStoredResponse serves one operation on a stored response; p is
+// its API path (see apiPath).
+func (s *Server) handleStoredResponse(ctx *fasthttp.RequestCtx, start time.Time, p []byte) {
+	s.requests.Add(1)
+	inflight.Inc()
+	defer inflight.Dec()
+	st := s.st.Load()
+	c := &call{route: storedRoute, rid: s.requestID(ctx), start: start, st: st, xcache: cacheBypass}
+	c.req.Endpoint = openai.Responses
+	ctx.Response.Header.Set("X-Request-Id", c.rid)
+	defer func() {
+		if !c.finished {
+			s.logRequest(c, ctx.Response.StatusCode(), "")
+		}
+	}()
+
+	id, suffix, ok := splitStoredPath(p)
+	if !ok {
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown path %q", truncate(string(ctx.Path()), 200)), typeInvalidRequest, "", codeNotFound)
+		return
+	}
+	method := string(ctx.Method())
+	switch allow := storedSuffixes[suffix]; {
+	case allow == "" && method != fasthttp.MethodGet && method != fasthttp.MethodDelete:
+		s.methodNotAllowed(ctx, "GET, DELETE")
+		return
+	case allow != "" && method != allow:
+		s.methodNotAllowed(ctx, allow)
+		return
+	}
+	scope, ok := s.authorized(ctx, st)
+	if !ok {
+		return
+	}
+	c.scope, c.stored = scope, id
+	c.header = &ctx.Request.Header
+	ctx.Response.Header.Set("X-Cache", cacheBypass)
+
+	path := "/" + url.PathEscape(id) + suffix
+	if q := ctx.URI().QueryString(); len(q) > 0 {
+		path += "?" + string(q)
+	}
+	var candidates []*upstream.Client
+	if holder := s.stickyHolder(c, stickyResponse, id); holder != "" {
+		if u := st.byName[holder]; u != nil && u.Serves(openai.Responses) && u.Configured() {
+			candidates, c.sticky = append(candidates, u), holder
+		}
+	}
+	if c.sticky == "" {
+		for _, u := range st.upstreams {
+			if u.Serves(openai.Responses) && u.Configured() {
+				candidates = append(candidates, u)
+			}
+		}
+	}
+	if len(candidates) == 0 {
+		writeError(ctx, fasthttp.StatusNotFound, "no configured upstream serves /v1/responses, so none holds stored responses", typeInvalidRequest, "", codeNotFound)
+		return
+	}
+
+	targets := make([]policy.Target, len(candidates))
+	for i, u := range candidates {
+		targets[i] = policy.Target{Name: u.Name}
+	}
+	var skipped []policy.Skipped
+	for _, sk := range st.policy.Skipped(targets) {
+		if sk.Reason == policy.ReasonBreakerOpen { // the key was refused: quotas and cooldowns concern generations
+			skipped = append(skipped, sk)
+		}
+	}
+	var notFound, failed *attemptResult
+	for _, u := range candidates {
+		if skippedHas(skipped, u.Name) {
+			c.tried = append(c.tried, attempt{upstream: u.Name, breakerOpen: true})
+			continue
+		}
+		r := s.tryStored(c, u, method, path)
+		a := attempt{upstream: u.Name, outcome: r.v.Outcome, reason: r.v.Reason, err: r.err}
+		if r.resp != nil {
+			a.status = r.resp.Status
+		}
+		c.tried = append(c.tried, a)
+		switch {
+		case r.v.Outcome == verdict.OK:
+			c.upstream = u.Name
+			setAttempts(ctx, c.tried)
+			ctx.SetStatusCode(r.resp.Status)
+			setUpstreamHeaders(ctx, u, r.resp)
+			ctx.Response.SetBodyRaw(st.scrubAnswer(r.resp.Body))
+			if c.sticky == "" && method != fasthttp.MethodDelete {
+				r.rs.id = id // found by asking: record where it lives (remember)
+			}
+			s.finish(c, r, outcomeResult{status: r.resp.Status})
+			return
+		case r.v.Outcome == verdict.ClientError:
+			c.upstream = u.Name
+			setAttempts(ctx, c.tried)
+			s.answerUpstreamError(ctx, c, r)
+			return
+		case r.resp != nil && r.resp.Status == fasthttp.StatusNotFound:
+			notFound = r // this one does not know the id: ask the next
+		default:
+			failed = r
+		}
+	}
+	setAttempts(ctx, c.tried)
+	switch {
+	case c.sticky != "":
+		last := failed
+		if last == nil {
+			last = notFound
+		}
+		s.answerStickyFailed(ctx, c, last, skipped, targets)
+	case failed == nil && notFound != nil:
+		// Every upstream that could hold it said it does not.
+		c.upstream = notFound.u.Name
+		s.answerUpstreamError(ctx, c, notFound)
+	default:
+		// Some could not be asked: the id may live there.
+		s.answerAllFailed(ctx, c, failed, skipped, targets)
+	}
+}
+
+// skippedHas reports whether skipped names the upstream.
+func skippedHas(skipped []policy.Skipped, name string) bool {
+	for _, sk := range skipped {
+		if sk.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// tryStored is one operation sent to one upstream, classified by the
+// failure table.
+func (s *Server) tryStored(c *call, u *upstream.Client, method, path string) *attemptResult {
+	r := &attemptResult{u: u, start: time.Now()}
+	req := upstream.Request{Endpoint: openai.Responses, Method: method, Path: path, RequestID: c.rid,
+		MaxBody: c.st.cfg.MaxResponseBytes, ClientHeaders: c.header}
+	resp, err := u.Do(&req)
+	if err != nil {
+		r.err = err
+		r.v = verdict.Classify(verdict.Answer{Provider: u.Provider, Err: err})
+		return r
+	}
+	r.resp = resp
+	r.v = verdict.Classify(verdict.Answer{Provider: u.Provider, Status: resp.Status, RateLimit: resp.RateLimit, Body: resp.Body})
+	return r
+}

@@ -114,18 +114,12 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, model string, body []byte)
 	}
 	start := time.Now()
 	r := &attemptResult{u: u, model: model, start: start}
-	req := upstream.Request{Endpoint: c.req.Endpoint, Body: body, Stream: c.req.Stream, RequestID: c.rid, MaxBody: c.st.cfg.MaxResponseBytes}
-	if c.header != nil {
-		req.ClientHeaders = c.header // a nil pointer in the interface would not be nil
-	}
-	resp, err := u.Do(&req)
-	if err != nil {
-		r.err = err
-		r.v = verdict.Classify(verdict.Answer{Provider: u.Provider, Err: err})
+	req := upstream.Request{Endpoint: c.req.Endpoint, Body: body, Stream: c.req.Stream}
+	answer, ok := c.exchange(r, &req)
+	if !ok {
 		return r
 	}
-	r.resp = resp
-	answer := verdict.Answer{Provider: u.Provider, Status: resp.Status, RateLimit: resp.RateLimit, Body: resp.Body}
+	resp := r.resp
 	if resp.Status/100 != 2 {
 		r.v = verdict.Classify(answer)
 		return r
@@ -149,6 +143,25 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, model string, body []byte)
 	}
 	s.readToCommit(c, r)
 	return r
+}
+
+// exchange sends req to r's upstream, with the request's id, the
+// client's forward headers and the answer size cap, and returns the answer
+// for the failure table. On a transport failure it sets r's error and
+// verdict and returns false; else r.resp is the response.
+func (c *call) exchange(r *attemptResult, req *upstream.Request) (verdict.Answer, bool) {
+	req.RequestID, req.MaxBody = c.rid, c.st.cfg.MaxResponseBytes
+	if c.header != nil {
+		req.ClientHeaders = c.header // a nil pointer in the interface would not be nil
+	}
+	resp, err := r.u.Do(req)
+	if err != nil {
+		r.err = err
+		r.v = verdict.Classify(verdict.Answer{Provider: r.u.Provider, Err: err})
+		return verdict.Answer{}, false
+	}
+	r.resp = resp
+	return verdict.Answer{Provider: r.u.Provider, Status: resp.Status, RateLimit: resp.RateLimit, Body: resp.Body}, true
 }
 
 // readToCommit reads a stream to its commit point: the first data event,

@@ -208,20 +208,13 @@ func (s *Server) tryUpload(c *call, u *upstream.Client, model string) *attemptRe
 		i = up.modelPart
 	}
 	body, size := up.form.Body(i, model)
-	req := upstream.Request{Endpoint: c.req.Endpoint, ContentType: up.contentType, BodyStream: body, BodySize: size,
-		RequestID: c.rid, MaxBody: c.st.cfg.MaxResponseBytes}
-	if c.header != nil {
-		req.ClientHeaders = c.header
-	}
-	resp, err := u.Do(&req)
-	if err != nil {
-		r.err = err
-		r.v = verdict.Classify(verdict.Answer{Provider: u.Provider, Err: err})
+	req := upstream.Request{Endpoint: c.req.Endpoint, ContentType: up.contentType, BodyStream: body, BodySize: size}
+	answer, ok := c.exchange(r, &req)
+	if !ok {
 		return r
 	}
-	r.resp = resp
+	resp := r.resp
 	r.ttft = resp.Latency
-	answer := verdict.Answer{Provider: u.Provider, Status: resp.Status, RateLimit: resp.RateLimit, Body: resp.Body}
 	if resp.Status/100 == 2 {
 		if isJSONType([]byte(resp.Header("Content-Type"))) {
 			a := openai.ReadAnswer(resp.Body)

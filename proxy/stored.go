@@ -208,15 +208,9 @@ func skippedHas(skipped []policy.Skipped, name string) bool {
 // failure table.
 func (s *Server) tryStored(c *call, u *upstream.Client, method, path string) *attemptResult {
 	r := &attemptResult{u: u, start: time.Now()}
-	req := upstream.Request{Endpoint: openai.Responses, Method: method, Path: path, RequestID: c.rid,
-		MaxBody: c.st.cfg.MaxResponseBytes, ClientHeaders: c.header}
-	resp, err := u.Do(&req)
-	if err != nil {
-		r.err = err
-		r.v = verdict.Classify(verdict.Answer{Provider: u.Provider, Err: err})
-		return r
+	req := upstream.Request{Endpoint: openai.Responses, Method: method, Path: path}
+	if answer, ok := c.exchange(r, &req); ok {
+		r.v = verdict.Classify(answer)
 	}
-	r.resp = resp
-	r.v = verdict.Classify(verdict.Answer{Provider: u.Provider, Status: resp.Status, RateLimit: resp.RateLimit, Body: resp.Body})
 	return r
 }

@@ -31,19 +31,6 @@ func upstreamTimeoutYAML(name, baseURL string, timeout string) string {
 `, name, baseURL, timeout)
 }
 
-// checkNoRace fails the test if a proxy's log holds a race report (the
-// binary is built with -race when the tests are): run as a cleanup, before
-// the proxy stops.
-func checkNoRace(t *testing.T, ps ...*proxyProc) {
-	t.Cleanup(func() {
-		for _, p := range ps {
-			if strings.Contains(p.Logs(), "DATA RACE") {
-				t.Errorf("the proxy's race detector reported:\n%s", p.Logs())
-			}
-		}
-	})
-}
-
 // sseEvent is one data event a client read, and when.
 type sseEvent struct {
 	at   time.Time
@@ -166,7 +153,6 @@ func TestCoalesceAcrossReplicas(t *testing.T) {
 			m := startMemcached(t)
 			up := newFake(t, tc.handler)
 			ps := startReplicas(t, 3, testConfig(memcachedYAML(m.Addr()), upstreamYAML("one", up.BaseURL(), "k", 1, "")))
-			checkNoRace(t, ps...)
 			start := time.Now()
 			xc, bodies := burst(t, ps, 20, tc.body, tc.read(t))
 			t.Logf("%s: 60 requests over 3 replicas in %v: %d upstream call(s), X-Cache %v", tc.name, time.Since(start).Round(time.Millisecond), up.Calls(), countValues(xc))
@@ -216,7 +202,6 @@ func TestCoalesceAcrossReplicasLeaderFails(t *testing.T) {
 	})
 	// A 10s lease: a waiter that waited it out would show.
 	ps := startReplicas(t, 3, testConfig(memcachedYAML(m.Addr()), upstreamTimeoutYAML("one", up.BaseURL(), "10s")))
-	checkNoRace(t, ps...)
 	body := `{"model":"m","messages":[{"role":"user","content":"the leader fails"}]}`
 
 	start := time.Now()
@@ -287,7 +272,6 @@ func TestCoalesceAcrossReplicasHolderKilled(t *testing.T) {
 		okJSON("after the holder died")(w, r)
 	})
 	ps := startReplicas(t, 2, testConfig(memcachedYAML(m.Addr()), upstreamTimeoutYAML("one", up.BaseURL(), "2s")))
-	checkNoRace(t, ps[1])
 	body := `{"model":"m","messages":[{"role":"user","content":"the holder dies"}]}`
 
 	go func() {
@@ -340,7 +324,6 @@ func TestCoalescedStreamIsLive(t *testing.T) {
 	words := []string{"a ", "live ", "stream ", "of ", "eight ", "words ", "for ", "all"}
 	up := newFake(t, sseHandler(streamScript{words: words, delay: 100 * time.Millisecond}))
 	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
-	checkNoRace(t, p)
 	for _, tc := range []struct {
 		name string
 		join time.Duration // after the leader's call reached the upstream
@@ -448,7 +431,6 @@ func TestCoalescedStreamLeaderNeverReads(t *testing.T) {
 		upstreamDone <- time.Now()
 	})
 	p := startProxy(t, testConfig("write_timeout: 30s\n", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
-	checkNoRace(t, p)
 	body := `{"model":"m","stream":true,"messages":[{"role":"user","content":"a leader that never reads"}]}`
 
 	// The leader: a small receive buffer, and not one byte read.
@@ -511,7 +493,6 @@ func TestCoalescedStreamLeaderNeverReads(t *testing.T) {
 func TestCoalescedStreamPerClient(t *testing.T) {
 	up := newFake(t, sseHandler(streamScript{words: []string{"per ", "client ", "views"}, delay: 100 * time.Millisecond, usage: true}))
 	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
-	checkNoRace(t, p)
 	type result struct {
 		body   string
 		evs    []sseEvent
@@ -588,7 +569,6 @@ func TestCoalescedStreamPerClient(t *testing.T) {
 func TestCoalescedStreamFailureReachesFollowers(t *testing.T) {
 	up := newFake(t, sseHandler(streamScript{words: []string{"cut ", "in ", "the ", "middle"}, delay: 100 * time.Millisecond, cutAfter: 3}))
 	p := startProxy(t, testConfig("", upstreamYAML("one", up.BaseURL(), "k", 1, "")))
-	checkNoRace(t, p)
 	body := `{"model":"m","stream":true,"messages":[{"role":"user","content":"a stream that fails"}]}`
 	const n = 3 // the leader and two followers
 	results := make(chan []sseEvent, n)

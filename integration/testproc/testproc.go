@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -176,6 +177,11 @@ func StartConfig(t testing.TB, bin, cfg string, env ...string) (*Proxy, string) 
 	}
 	t.Cleanup(func() {
 		p.Stop()
+		// A -race binary reports a race on its stderr and goes on: any
+		// report fails the test that ran it.
+		if strings.Contains(p.Logs(), "WARNING: DATA RACE") {
+			t.Errorf("the proxy's race detector reported a data race (see its log)")
+		}
 		if t.Failed() {
 			t.Logf("switchyard log:\n%s", p.Logs())
 		}

@@ -127,22 +127,28 @@ func (s *Server) tryOnce(c *call, u *upstream.Client, model string, body []byte)
 	if resp.Stream == nil {
 		// A plain answer (or a plain answer to a stream request: the
 		// relay converts it). One pass: valid JSON, an error, the usage.
-		a := readAnswer(c, r, resp.Body)
-		switch {
-		case !a.Valid:
-			r.err = fmt.Errorf("upstream %s: %w", u.Name, errInvalidJSON)
-			answer.Err = r.err
-		case a.Error:
-			answer.InBand = true
-			r.err = inBandError(u.Name, resp.Body)
-		}
-		r.usage = a.Usage
+		r.takePlain(&answer, readAnswer(c, r, resp.Body))
 		r.ttft = resp.Latency
 		r.v = verdict.Classify(answer)
 		return r
 	}
 	s.readToCommit(c, r)
 	return r
+}
+
+// takePlain applies to the attempt what one pass over its plain 2xx answer
+// found: invalid JSON or an in-band error is the attempt's error (and the
+// failure table's to read), and the usage is its usage.
+func (r *attemptResult) takePlain(answer *verdict.Answer, a openai.Answer) {
+	switch {
+	case !a.Valid:
+		r.err = fmt.Errorf("upstream %s: %w", r.u.Name, errInvalidJSON)
+		answer.Err = r.err
+	case a.Error:
+		answer.InBand = true
+		r.err = inBandError(r.u.Name, r.resp.Body)
+	}
+	r.usage = a.Usage
 }
 
 // exchange sends req to r's upstream, with the request's id, the

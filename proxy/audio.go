@@ -215,19 +215,8 @@ func (s *Server) tryUpload(c *call, u *upstream.Client, model string) *attemptRe
 	}
 	resp := r.resp
 	r.ttft = resp.Latency
-	if resp.Status/100 == 2 {
-		if isJSONType([]byte(resp.Header("Content-Type"))) {
-			a := openai.ReadAnswer(resp.Body)
-			switch {
-			case !a.Valid:
-				r.err = fmt.Errorf("upstream %s: %w", u.Name, errInvalidJSON)
-				answer.Err = r.err
-			case a.Error:
-				answer.InBand = true
-				r.err = inBandError(u.Name, resp.Body)
-			}
-			r.usage = a.Usage
-		}
+	if resp.Status/100 == 2 && isJSONType([]byte(resp.Header("Content-Type"))) {
+		r.takePlain(&answer, openai.ReadAnswer(resp.Body))
 	}
 	r.v = verdict.Classify(answer)
 	return r

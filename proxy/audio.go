@@ -77,24 +77,14 @@ type uploadCall struct {
 // upstreams that serve the endpoint and the model, as handleAPI does for
 // JSON.
 func (s *Server) handleUpload(ctx *fasthttp.RequestCtx, start time.Time, r *apiRoute) {
-	s.requests.Add(1)
-	inflight.Inc()
-	defer inflight.Dec()
-	st := s.st.Load()
-	c := &call{route: r, rid: s.requestID(ctx), start: start, st: st, xcache: cacheBypass}
-	ctx.Response.Header.Set("X-Request-Id", c.rid)
+	c := s.admit(ctx, start, r)
+	st := c.st
 	in := &clientBody{r: ctx.Request.BodyStream()}
 	if in.r == nil { // a server that read the body whole
 		in.r = bytes.NewReader(ctx.Request.Body())
 	}
 	defer in.settle(ctx, &st.cfg)
-	defer func() {
-		if !c.finished {
-			ctx.Response.Header.Set("X-Cache", c.xcache)
-			s.finishFlight(c, nil)
-			s.logRequest(c, ctx.Response.StatusCode(), "")
-		}
-	}()
+	defer s.leave(ctx, c)
 
 	scope, ok := s.authorized(ctx, st)
 	if !ok {

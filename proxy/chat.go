@@ -55,19 +55,9 @@ type call struct {
 // embeddings, responses): admission, the cache, then the upstreams that
 // serve the endpoint and the model.
 func (s *Server) handleAPI(ctx *fasthttp.RequestCtx, start time.Time, r *apiRoute) {
-	s.requests.Add(1)
-	inflight.Inc()
-	defer inflight.Dec()
-	st := s.st.Load()
-	c := &call{route: r, rid: s.requestID(ctx), start: start, st: st, xcache: cacheBypass}
-	ctx.Response.Header.Set("X-Request-Id", c.rid)
-	defer func() {
-		if !c.finished && !c.handedOff {
-			ctx.Response.Header.Set("X-Cache", c.xcache)
-			s.finishFlight(c, nil)
-			s.logRequest(c, ctx.Response.StatusCode(), "")
-		}
-	}()
+	c := s.admit(ctx, start, r)
+	defer s.leave(ctx, c)
+	st := c.st
 
 	scope, ok := s.authorized(ctx, st)
 	if !ok {
@@ -110,6 +100,29 @@ func (s *Server) handleAPI(ctx *fasthttp.RequestCtx, start time.Time, r *apiRout
 		return
 	}
 	c.handedOff = s.forward(ctx, c, targets)
+}
+
+// admit starts an API request on route r: it counts it in flight, gives
+// it its request id (X-Request-Id) and the config to serve it with. The
+// caller defers leave.
+func (s *Server) admit(ctx *fasthttp.RequestCtx, start time.Time, r *apiRoute) *call {
+	s.requests.Add(1)
+	inflight.Inc()
+	c := &call{route: r, rid: s.requestID(ctx), start: start, st: s.st.Load(), xcache: cacheBypass}
+	ctx.Response.Header.Set("X-Request-Id", c.rid)
+	return c
+}
+
+// leave ends what admit started. A request that neither finished (see
+// finish) nor was handed to a stream relay was answered by the proxy
+// itself: it gets its X-Cache, its flight ends, and it is logged.
+func (s *Server) leave(ctx *fasthttp.RequestCtx, c *call) {
+	inflight.Dec()
+	if !c.finished && !c.handedOff {
+		ctx.Response.Header.Set("X-Cache", c.xcache)
+		s.finishFlight(c, nil)
+		s.logRequest(c, ctx.Response.StatusCode(), "")
+	}
 }
 
 // isJSONType reports whether a Content-Type is JSON (application/json,

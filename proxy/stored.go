@@ -74,18 +74,10 @@ func splitStoredPath(p []byte) (id, suffix string, ok bool) {
 // handleStoredResponse serves one operation on a stored response; p is
 // its API path (see apiPath).
 func (s *Server) handleStoredResponse(ctx *fasthttp.RequestCtx, start time.Time, p []byte) {
-	s.requests.Add(1)
-	inflight.Inc()
-	defer inflight.Dec()
-	st := s.st.Load()
-	c := &call{route: storedRoute, rid: s.requestID(ctx), start: start, st: st, xcache: cacheBypass}
+	c := s.admit(ctx, start, storedRoute)
+	defer s.leave(ctx, c)
+	st := c.st
 	c.req.Endpoint = openai.Responses
-	ctx.Response.Header.Set("X-Request-Id", c.rid)
-	defer func() {
-		if !c.finished {
-			s.logRequest(c, ctx.Response.StatusCode(), "")
-		}
-	}()
 
 	id, suffix, ok := splitStoredPath(p)
 	if !ok {

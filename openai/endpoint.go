@@ -35,6 +35,13 @@ func (e Endpoint) Multipart() bool { return e == Transcriptions || e == Translat
 // events.
 func (e Endpoint) Streams() bool { return e == Chat || e == Completions || e == Responses }
 
+// TypedEvents reports whether e's streams are typed events (each data
+// object has a "type"; ReadResponseEvent reads them), not chat chunks:
+// Responses streams, and the transcript streams of the audio endpoints
+// (stream=true: transcript.text.delta …, transcript.text.done;
+// https://platform.openai.com/docs/api-reference/audio/transcript-text-delta-event).
+func (e Endpoint) TypedEvents() bool { return e == Responses || e.Multipart() }
+
 // required is the top-level member a JSON request to e must have besides
 // model, and the JSON type its value must start with ("" for any), for
 // ParseRequest's "missing parameter" answer.

@@ -118,6 +118,9 @@ const (
 	// EventOutput is any event that is not one of the others: output
 	// (response.output_item.added, response.output_text.delta, …), or an
 	// event type the proxy does not know. The first one commits a stream.
+	// The transcript streams of the audio endpoints are read as the same
+	// kinds: transcript.text.delta is EventTextDelta, transcript.text.done
+	// EventCompleted (it carries the whole text and the usage).
 	EventOutput ResponseEventKind = iota
 	// EventPreamble is response.created, response.in_progress or
 	// response.queued: the run has started, nothing is output yet.
@@ -163,9 +166,12 @@ type ResponseEvent struct {
 	Response jsonscan.Span
 	// Delta is the span of the "delta" string in Data (zero when absent).
 	Delta jsonscan.Span
+	// TopUsage is the span of a top-level "usage" object in Data (zero
+	// when absent): transcript.text.done's.
+	TopUsage jsonscan.Span
 }
 
-var eventKeys = []string{"type", "sequence_number", "response", "error", "delta"}
+var eventKeys = []string{"type", "sequence_number", "response", "error", "delta", "usage"}
 
 // ReadResponseEvent reads a raw event, as sse.Reader returns it.
 func ReadResponseEvent(raw []byte) ResponseEvent {
@@ -180,7 +186,7 @@ func ReadResponseEvent(raw []byte) ResponseEvent {
 		e.Done = true
 		return e
 	}
-	var sp [5]jsonscan.Span
+	var sp [6]jsonscan.Span
 	object, ok := jsonscan.Members(e.Data, eventKeys, sp[:])
 	e.Valid = object && ok
 	if !e.Valid {
@@ -200,6 +206,9 @@ func ReadResponseEvent(raw []byte) ResponseEvent {
 	if v := value(e.Data, sp[4]); v != nil && v[0] == '"' {
 		e.Delta = sp[4]
 	}
+	if v := value(e.Data, sp[5]); v != nil && v[0] == '{' {
+		e.TopUsage = sp[5]
+	}
 	return e
 }
 
@@ -208,9 +217,9 @@ func eventKind(typ []byte) ResponseEventKind {
 	switch string(typ) {
 	case "response.created", "response.in_progress", "response.queued":
 		return EventPreamble
-	case "response.output_text.delta":
+	case "response.output_text.delta", "transcript.text.delta":
 		return EventTextDelta
-	case "response.completed":
+	case "response.completed", "transcript.text.done":
 		return EventCompleted
 	case "response.incomplete":
 		return EventIncomplete
@@ -249,9 +258,13 @@ func (e *ResponseEvent) ResponseID() string {
 }
 
 // Usage returns the usage of the event's response (response.completed and
-// response.incomplete carry the run's total).
+// response.incomplete carry the run's total), or the event's own
+// (transcript.text.done's input_tokens and output_tokens).
 func (e *ResponseEvent) Usage() (Usage, bool) {
 	if !e.Response.Found() {
+		if e.TopUsage.Found() {
+			return responseUsage(e.Data[e.TopUsage.Start:e.TopUsage.End]), true
+		}
 		return Usage{}, false
 	}
 	var sp [1]jsonscan.Span

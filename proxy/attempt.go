@@ -175,7 +175,7 @@ func (c *call) exchange(r *attemptResult, req *upstream.Request) (verdict.Answer
 // upstream's timeout and max_response_bytes. A failure before it is the
 // attempt's verdict, and the stream is released.
 func (s *Server) readToCommit(c *call, r *attemptResult) {
-	if c.req.Endpoint == openai.Responses {
+	if c.req.Endpoint.TypedEvents() {
 		s.readResponsesToCommit(c, r)
 		return
 	}

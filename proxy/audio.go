@@ -25,8 +25,9 @@ import (
 // field is found wherever it is, and each attempt replays the spool to
 // its upstream: failover works as for chat. The model alias is the one
 // edit (of the model part's bytes); everything else goes byte for byte.
-// The upstream's answer (json, verbose_json, text, srt, vtt, or the event
-// stream stream=true asks for) is relayed whole with its Content-Type.
+// The upstream's answer (json, verbose_json, text, srt, vtt) is relayed
+// whole with its Content-Type; the transcript stream stream=true asks for
+// is relayed event by event, as typed events (see responses.go).
 // Cache keys hash the file and the other fields (openai.AudioCacheDocument).
 
 // uploadRoutes are the upload endpoints, by their path under /v1.
@@ -120,6 +121,7 @@ func (s *Server) handleUpload(ctx *fasthttp.RequestCtx, start time.Time, r *apiR
 		return
 	}
 	c.req = af.Request
+	c.req.Stream = af.Stream
 	// The cache sees the upload as its canonical document: the key, the
 	// coalescing and X-Cache-Key work as for a JSON body.
 	c.body = openai.AudioCacheDocument(parts)
@@ -137,9 +139,12 @@ func (s *Server) handleUpload(ctx *fasthttp.RequestCtx, start time.Time, r *apiR
 	} else if s.serveFromCache(ctx, c) {
 		return
 	}
-	// c.req.Stream is false: the answer, whatever its format, is relayed
-	// whole, so forward never hands the request to a stream relay.
-	s.forward(ctx, c, targets)
+	// A transcript stream (stream=true) is relayed event by event like a
+	// Responses stream (typed events, see readResponsesToCommit); any
+	// other answer, whatever its format, is relayed whole. The upload has
+	// been sent whole before an answer starts, so the spool can go when
+	// the handler returns.
+	c.handedOff = s.forward(ctx, c, targets)
 }
 
 // multipartBoundary returns the boundary of the request's multipart/form-data
@@ -198,14 +203,19 @@ func (s *Server) tryUpload(c *call, u *upstream.Client, model string) *attemptRe
 		i = up.modelPart
 	}
 	body, size := up.form.Body(i, model)
-	req := upstream.Request{Endpoint: c.req.Endpoint, ContentType: up.contentType, BodyStream: body, BodySize: size}
+	req := upstream.Request{Endpoint: c.req.Endpoint, ContentType: up.contentType, BodyStream: body, BodySize: size, Stream: c.req.Stream}
 	answer, ok := c.exchange(r, &req)
 	if !ok {
 		return r
 	}
 	resp := r.resp
 	r.ttft = resp.Latency
-	if resp.Status/100 == 2 && isJSONType([]byte(resp.Header("Content-Type"))) {
+	switch {
+	case resp.Status/100 != 2:
+	case resp.Stream != nil: // a transcript stream: read to its commit point
+		s.readToCommit(c, r)
+		return r
+	case isJSONType([]byte(resp.Header("Content-Type"))):
 		r.takePlain(&answer, openai.ReadAnswer(resp.Body))
 	}
 	r.v = verdict.Classify(answer)

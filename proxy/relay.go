@@ -91,7 +91,7 @@ func (s *Server) startRelay(ctx *fasthttp.RequestCtx, c *call, r *attemptResult)
 	// headers leave with it in one write. Unless that event is dropped
 	// (the usage chunk the client did not ask for): then the headers must
 	// not wait for the next event.
-	if len(r.events) > 0 {
+	if len(r.events) > 0 && !c.req.Endpoint.TypedEvents() {
 		if ev := openai.ReadEvent(r.events[len(r.events)-1]); rel.clientEvent(r.events[len(r.events)-1], &ev) == nil {
 			ctx.Response.ImmediateHeaderFlush = true
 		}
@@ -265,7 +265,7 @@ func (r *relay) next() []byte {
 	// A key the upstream echoed goes neither to the client nor to the
 	// cache; a scrubbed event is a copy, so it outlives the stream.
 	raw = r.c.st.scrubAnswer(raw)
-	if r.c.req.Endpoint == openai.Responses {
+	if r.c.req.Endpoint.TypedEvents() {
 		return r.nextResponse(raw)
 	}
 	ev := openai.ReadEvent(raw)
@@ -333,7 +333,7 @@ func clientChunk(raw []byte, ev *openai.Event, wantUsage bool) []byte {
 // the upstream closed without it), else a failure (an in-band error event,
 // then abort).
 func (r *relay) end(err error) []byte {
-	if errors.Is(err, io.EOF) && r.c.req.Endpoint == openai.Responses {
+	if errors.Is(err, io.EOF) && r.c.req.Endpoint.TypedEvents() {
 		err = fmt.Errorf("upstream %s: %w", r.r.u.Name, errCutResponse) // its end is a terminal event, not the body's
 	}
 	if errors.Is(err, io.EOF) {

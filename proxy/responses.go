@@ -12,7 +12,10 @@ import (
 )
 
 // The Responses API (POST /v1/responses) on the one JSON request path
-// (handleAPI): what differs from chat completions.
+// (handleAPI): what differs from chat completions. The transcript streams
+// of the audio endpoints (stream=true) are typed events too
+// (openai.Endpoint.TypedEvents) and go through the same reading and
+// relaying: no preamble, transcript.text.done their terminal event.
 //
 //   - A stream is typed events (see package openai). Its commit point is
 //     the first event that is not preamble (response.created,
@@ -188,7 +191,7 @@ func (r *relay) nextResponse(raw []byte) []byte {
 // failEvent is the in-band error event that ends a client's stream the
 // proxy cannot finish, in the endpoint's shape.
 func (r *relay) failEvent(message, code string) []byte {
-	if r.c.req.Endpoint == openai.Responses {
+	if r.c.req.Endpoint.TypedEvents() {
 		return openai.ResponseErrorEvent(message, typeServer, code, r.r.rs.next)
 	}
 	return errorEvent(message, code)
@@ -197,7 +200,7 @@ func (r *relay) failEvent(message, code string) []byte {
 // complete reports whether the relayed stream is a whole answer, worth
 // storing: every chat choice finished, or a Responses terminal event.
 func (r *relay) complete() bool {
-	if r.c.req.Endpoint == openai.Responses {
+	if r.c.req.Endpoint.TypedEvents() {
 		return r.r.rs.terminal
 	}
 	return r.r.finishes.Complete()
@@ -207,7 +210,7 @@ func (r *relay) complete() bool {
 // spells a configured key that no single event held (see
 // state.echoesSplitKey).
 func (r *relay) echoesSplitKey() bool {
-	if r.c.req.Endpoint != openai.Responses {
+	if !r.c.req.Endpoint.TypedEvents() {
 		return r.c.st.echoesSplitKey(r.tee)
 	}
 	text := openai.ResponseStreamText(r.tee)

@@ -404,7 +404,10 @@ type Request struct {
 	// from its spool; ContentType then names it, with its boundary). Do
 	// reads it once: each attempt needs a new one. Such a request goes
 	// over its own connection pool, its write bounded by the upstream's
-	// timeout only. Streamed answers (Stream) are not supported with it.
+	// timeout only. A streamed answer to it (Stream: a transcript stream)
+	// gets first_token_timeout for its first event once the headers are
+	// in, idle_timeout between events, and the upstream's timeout for the
+	// whole exchange.
 	BodyStream io.Reader
 	// BodySize is BodyStream's length in bytes.
 	BodySize int64
@@ -494,10 +497,8 @@ func (c *Client) Do(r *Request) (*Response, error) {
 		req.Header.Set("X-Request-Id", r.RequestID)
 	}
 	hc := c.plain
-	if r.BodyStream != nil {
-		if r.Stream {
-			return nil, fmt.Errorf("upstream %s: a streamed answer to a streamed body is not supported", c.Name)
-		}
+	upload := r.BodyStream != nil
+	if upload {
 		req.SetBodyStream(r.BodyStream, int(r.BodySize))
 		hc = c.upload
 	} else {
@@ -507,17 +508,23 @@ func (c *Client) Do(r *Request) (*Response, error) {
 	start := time.Now()
 	resp := fasthttp.AcquireResponse()
 	var err error
-	if r.Stream {
+	switch {
+	case r.Stream && upload:
+		// The upload's write is not the model's first token: the whole
+		// exchange gets the timeout, the stream's own timers the rest.
+		resp.StreamBody = true
+		err = hc.DoDeadline(req, resp, start.Add(c.cfg.Timeout))
+	case r.Stream:
 		resp.StreamBody = true
 		err = c.stream.DoDeadline(req, resp, start.Add(c.cfg.FirstTokenTimeout))
-	} else {
+	default:
 		err = hc.DoDeadline(req, resp, start.Add(c.cfg.Timeout))
 	}
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		return nil, c.wrapErr(err, r.Stream)
 	}
-	if r.Stream {
+	if r.Stream && !upload {
 		// The headers are in: the body's reads push the deadline. A
 		// connection not found (never expected) keeps the first-token
 		// deadline for its body, which the stream then cannot outlive.
@@ -548,7 +555,11 @@ func (c *Client) Do(r *Request) (*Response, error) {
 			fasthttp.ReleaseResponse(resp)
 			return nil, err
 		}
-		out.Stream = newStream(c.Name, resp, enc, c.cfg.FirstTokenTimeout-out.Latency, c.cfg.IdleTimeout)
+		first := c.cfg.FirstTokenTimeout - out.Latency
+		if upload {
+			first = c.cfg.FirstTokenTimeout // the latency was the upload's
+		}
+		out.Stream = newStream(c.Name, resp, enc, first, c.cfg.IdleTimeout)
 		return out, nil
 	}
 	// Buffered: plain answers, errors, and a "stream" that came back as JSON.

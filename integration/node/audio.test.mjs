@@ -51,6 +51,24 @@ test("audio transcription of a generated WAV", async () => {
   assert.equal(response.headers.get("x-upstream"), "groq_fake");
 });
 
+test("audio transcription with stream: true arrives as transcript events", async () => {
+  const audio = wav(8000);
+  const stream = await client.audio.transcriptions.create({
+    file: await toFile(audio, "speech.wav", { type: "audio/wav" }),
+    model: "whisper-1",
+    stream: true,
+  });
+  const want = `transcriptions by whisper-large-v3-turbo, ${audio.length} bytes`;
+  let deltas = "";
+  let done = null;
+  for await (const ev of stream) {
+    if (ev.type === "transcript.text.delta") deltas += ev.delta;
+    if (ev.type === "transcript.text.done") done = ev.text;
+  }
+  assert.equal(deltas.trim(), want);
+  assert.equal(done, want);
+});
+
 test("audio upload over max_upload_bytes is an APIError 413", async () => {
   const audio = wav(13 * 1024 * 1024); // 26 MiB
   await assert.rejects(

@@ -127,7 +127,7 @@ func TestGoSDKAudioTranslation(t *testing.T) {
 }
 
 // TestGoSDKAudioTranscriptionStream: stream=true is forwarded, and the
-// upstream's events, relayed once complete, are the SDK's stream.
+// upstream's events, relayed as they arrive, are the SDK's stream.
 func TestGoSDKAudioTranscriptionStream(t *testing.T) {
 	t.Parallel()
 	p := setup(t)

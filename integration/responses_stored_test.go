@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -157,6 +158,39 @@ func TestResponsesStoredWithoutRecord(t *testing.T) {
 	}
 	if a.Calls() != aCalls {
 		t.Errorf("the follow-up reached a")
+	}
+
+	// Which upstreams were asked is in the request's log line.
+	if !p.WaitLog(`"route":"responses_stored","status":200`) || !strings.Contains(p.Logs(), `"tried":"a:not_served,b:ok"`) {
+		t.Errorf("the log line does not list the upstreams asked")
+	}
+
+	// A server that keeps no stored responses answers 400 or 405: not
+	// the holder, so b is asked next.
+	aHandler := respFake{prefix: "resp_a", words: helloWords}.handler()
+	a.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/responses/") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(405)
+			io.WriteString(w, `{"error":{"message":"Method Not Allowed","type":"invalid_request_error","param":null,"code":null}}`)
+			return
+		}
+		aHandler(w, r)
+	})
+	direct, err = http.Post(b.BaseURL()+"/responses", "application/json", strings.NewReader(`{"model":"m","input":"made directly, again"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2 := responseID(t, readAll(t, direct))
+	resp, body = doStored(t, "GET", p.URL+"/v1/responses/"+id2+"/input_items")
+	if resp.StatusCode != 200 || resp.Header.Get("X-Upstream") != "b" || resp.Header.Get("X-Attempts") != "2" {
+		t.Errorf("a answering 405: %d from %q: %s", resp.StatusCode, resp.Header.Get("X-Upstream"), body)
+	}
+	a.SetHandler(aHandler)
+
+	// POST under /v1/responses/ names other APIs (input_tokens): 404.
+	if resp, body := doStored(t, "POST", p.URL+"/v1/responses/input_tokens"); resp.StatusCode != 404 {
+		t.Errorf("POST /v1/responses/input_tokens: %d %s", resp.StatusCode, body)
 	}
 
 	// Nobody has it: 404 in OpenAI's shape.

@@ -132,6 +132,13 @@ func TestBreakerIsolation(t *testing.T) {
 			if got := admitted("b", "m1"); got != tt.otherUps {
 				t.Errorf("(b, m1) admitted = %v, want %v", got, tt.otherUps)
 			}
+			// Only the key breaker concerns calls without a model.
+			if _, open := p.KeyBreakerOpen("a"); open != !tt.m2 {
+				t.Errorf("KeyBreakerOpen(a) = %v, want %v", open, !tt.m2)
+			}
+			if _, open := p.KeyBreakerOpen("b"); open {
+				t.Error("KeyBreakerOpen(b) = true")
+			}
 			_, err := p.Do("a", "m2", nil, run(verdict.OK))
 			if gotOpen := errors.Is(err, ErrBreakerOpen); gotOpen == tt.m2 {
 				t.Errorf("Do(a, m2) err = %v", err)

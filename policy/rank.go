@@ -84,6 +84,22 @@ func (p *Policy) Skipped(targets []Target) []Skipped {
 	return skipped
 }
 
+// KeyBreakerOpen reports whether the named upstream's key breaker is open
+// (its key was refused or it failed across models), and until when: what
+// stops calls that concern no model, such as operations on a stored
+// response. An unknown name is not open.
+func (p *Policy) KeyBreakerOpen(name string) (until time.Time, open bool) {
+	u := p.byName[name]
+	if u == nil {
+		return time.Time{}, false
+	}
+	rem := openRemaining(u.st.keyCB)
+	if rem <= 0 {
+		return time.Time{}, false
+	}
+	return p.env.now().Add(time.Duration(rem)).UTC(), true
+}
+
 // spreadTies reorders, within each priority, the candidates whose score is
 // within tieBand of the best so that the least recently picked comes first.
 func (p *Policy) spreadTies(ranked []Candidate) {

@@ -193,7 +193,7 @@ func (s *Server) logRequest(c *call, status int, streamErr string) {
 		slog.String("upstream", c.upstream),
 		slog.Int64("duration_us", time.Since(c.start).Microseconds()), // an integer: slog writes a float through encoding/json
 	}
-	if len(c.ranked) > 0 {
+	if len(c.ranked) > 0 || len(c.tried) > 0 { // a stored-response operation tries without a ranking
 		attrs = append(attrs, slog.String("ranked", string(appendRanked(nil, c))), slog.String("tried", string(appendTried(nil, c))))
 	}
 	if c.usage.PromptTokens+c.usage.CompletionTokens > 0 {
@@ -234,7 +234,7 @@ func appendRequestLine(b []byte, now time.Time, level slog.Level, c *call, statu
 	b = openai.AppendString(b, c.upstream)
 	b = append(b, `,"duration_us":`...)
 	b = strconv.AppendInt(b, time.Since(c.start).Microseconds(), 10)
-	if len(c.ranked) > 0 {
+	if len(c.ranked) > 0 || len(c.tried) > 0 {
 		// Upstream names are config names ([A-Za-z0-9_.-]): no escaping.
 		b = append(b, `,"ranked":"`...)
 		b = appendRanked(b, c)

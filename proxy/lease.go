@@ -118,7 +118,6 @@ func (s *Server) awaitLease(ctx *fasthttp.RequestCtx, c *call, fl *flight) bool 
 	if result != leaseHit || !s.serveEntry(ctx, c, raw, cacheHit) {
 		return false
 	}
-	coalescedTotal.Inc()
 	s.finishFlight(c, raw)
 	return true
 }

@@ -26,8 +26,9 @@ import (
 // names (sticky.go), or, when there is no record (expired, evicted, a
 // response created before this proxy saw it), to each configured upstream
 // serving /v1/responses in config order until one knows the id, that is,
-// answers anything but 404. A retrieval found that way records the id, so
-// a follow-up with previous_response_id goes straight there.
+// answers other than "not here" (see saysNotHeld). A retrieval found that
+// way records the id, so a follow-up with previous_response_id goes
+// straight there. Only an open key breaker skips an upstream.
 //
 // A pinned upstream that cannot be reached, fails or has its breaker open
 // gets the client a 503 sticky_upstream_unavailable naming it, as for
@@ -86,6 +87,11 @@ func (s *Server) handleStoredResponse(ctx *fasthttp.RequestCtx, start time.Time,
 	}
 	method := string(ctx.Method())
 	switch allow := storedSuffixes[suffix]; {
+	case allow == "" && method == fasthttp.MethodPost:
+		// POST /v1/responses/{name} is another API (input_tokens,
+		// compact), not an operation on a stored response.
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown path %q", truncate(string(ctx.Path()), 200)), typeInvalidRequest, "", codeNotFound)
+		return
 	case allow == "" && method != fasthttp.MethodGet && method != fasthttp.MethodDelete:
 		s.methodNotAllowed(ctx, "GET, DELETE")
 		return
@@ -127,16 +133,13 @@ func (s *Server) handleStoredResponse(ctx *fasthttp.RequestCtx, start time.Time,
 	for i, u := range candidates {
 		targets[i] = policy.Target{Name: u.Name}
 	}
+	// Only an open key breaker stops these calls: quotas, cooldowns and
+	// model breakers concern generations.
 	var skipped []policy.Skipped
-	for _, sk := range st.policy.Skipped(targets) {
-		if sk.Reason == policy.ReasonBreakerOpen { // the key was refused: quotas and cooldowns concern generations
-			skipped = append(skipped, sk)
-		}
-	}
-	var notFound, failed *attemptResult
+	var notHeld, failed *attemptResult // the first answer saying "not here"; the latest failure
 	for _, u := range candidates {
-		if skippedHas(skipped, u.Name) {
-			c.tried = append(c.tried, attempt{upstream: u.Name, breakerOpen: true})
+		if until, open := st.policy.KeyBreakerOpen(u.Name); open {
+			skipped = append(skipped, policy.Skipped{Name: u.Name, Reason: policy.ReasonBreakerOpen, Until: until})
 			continue
 		}
 		r := s.tryStored(c, u, method, path)
@@ -145,6 +148,9 @@ func (s *Server) handleStoredResponse(ctx *fasthttp.RequestCtx, start time.Time,
 			a.status = r.resp.Status
 		}
 		c.tried = append(c.tried, a)
+		if r.v.Outcome != verdict.OK {
+			s.logAttemptDetail(c, r, st.describe(r), r.err)
+		}
 		switch {
 		case r.v.Outcome == verdict.OK:
 			c.upstream = u.Name
@@ -157,13 +163,19 @@ func (s *Server) handleStoredResponse(ctx *fasthttp.RequestCtx, start time.Time,
 			}
 			s.finish(c, r, outcomeResult{status: r.resp.Status})
 			return
-		case r.v.Outcome == verdict.ClientError:
+		case c.sticky != "" && r.v.Outcome == verdict.ClientError:
+			// The holder judged the request itself (a 400 for a bad
+			// query): its answer.
 			c.upstream = u.Name
 			setAttempts(ctx, c.tried)
 			s.answerUpstreamError(ctx, c, r)
 			return
-		case r.resp != nil && r.resp.Status == fasthttp.StatusNotFound:
-			notFound = r // this one does not know the id: ask the next
+		case saysNotHeld(r):
+			// This one does not know the id (404; a 400 or 405 from a
+			// server that keeps no such responses): ask the next.
+			if notHeld == nil {
+				notHeld = r
+			}
 		default:
 			failed = r
 		}
@@ -173,27 +185,28 @@ func (s *Server) handleStoredResponse(ctx *fasthttp.RequestCtx, start time.Time,
 	case c.sticky != "":
 		last := failed
 		if last == nil {
-			last = notFound
+			last = notHeld
 		}
 		s.answerStickyFailed(ctx, c, last, skipped, targets)
-	case failed == nil && notFound != nil:
+	case failed == nil && len(skipped) == 0 && notHeld != nil:
 		// Every upstream that could hold it said it does not.
-		c.upstream = notFound.u.Name
-		s.answerUpstreamError(ctx, c, notFound)
+		c.upstream = notHeld.u.Name
+		s.answerUpstreamError(ctx, c, notHeld)
 	default:
-		// Some could not be asked: the id may live there.
+		// Some could not be asked, or failed: the id may live there.
 		s.answerAllFailed(ctx, c, failed, skipped, targets)
 	}
 }
 
-// skippedHas reports whether skipped names the upstream.
-func skippedHas(skipped []policy.Skipped, name string) bool {
-	for _, sk := range skipped {
-		if sk.Name == name {
-			return true
-		}
+// saysNotHeld reports whether an upstream's answer to an operation on a
+// stored response says it does not hold it: a 4xx other than a rate
+// limit or a refused key.
+func saysNotHeld(r *attemptResult) bool {
+	switch r.v.Outcome {
+	case verdict.RateLimited, verdict.QuotaExhausted, verdict.KeyRejected:
+		return false
 	}
-	return false
+	return r.resp != nil && r.resp.Status/100 == 4
 }
 
 // tryStored is one operation sent to one upstream, classified by the

@@ -254,6 +254,19 @@ func (m *Memcached) Add(key string, value []byte, ttl time.Duration) error {
 	return fmt.Errorf("memcached add: %w", err)
 }
 
+// Touch sets key's expiry to ttl from now, and returns ErrNotStored when
+// key is absent. Other errors are wrapped as "memcached touch: ...".
+func (m *Memcached) Touch(key string, ttl time.Duration) error {
+	err := m.do(key, func(c *memcache.Client) error { return c.Touch(key, expiration(ttl, m.now())) })
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, memcache.ErrCacheMiss):
+		return ErrNotStored
+	}
+	return fmt.Errorf("memcached touch: %w", err)
+}
+
 // Delete removes key; a missing key is not an error. Other errors are
 // wrapped as "memcached delete: ...".
 func (m *Memcached) Delete(key string) error {

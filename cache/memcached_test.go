@@ -485,6 +485,29 @@ func TestMemcachedAddDelete(t *testing.T) {
 	}
 }
 
+// TestMemcachedTouch: Touch extends an item's life; a missing one is
+// ErrNotStored.
+func TestMemcachedTouch(t *testing.T) {
+	srv := startMemcached(t)
+	m := newTestMemcached(t, MemcachedOptions{Servers: []string{srv.addr()}})
+	if err := m.Touch("lease", 3*time.Second); !errors.Is(err, ErrNotStored) {
+		t.Fatalf("Touch of a missing key: %v, want ErrNotStored", err)
+	}
+	if err := m.Add("lease", []byte("holder"), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Renewed every second, it outlives its first 2 s.
+	for range 3 {
+		time.Sleep(time.Second)
+		if err := m.Touch("lease", 2*time.Second); err != nil {
+			t.Fatalf("Touch: %v", err)
+		}
+	}
+	if got, err := m.Get("lease"); err != nil || string(got) != "holder" {
+		t.Fatalf("after 3 s of renewals: %q, %v", got, err)
+	}
+}
+
 // keysOn returns n keys ("key-<i>") that m places on its shard i.
 func keysOn(t *testing.T, m *Memcached, i, n int) []string {
 	t.Helper()

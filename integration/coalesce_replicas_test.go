@@ -250,6 +250,43 @@ func TestCoalesceAcrossReplicasLeaderFails(t *testing.T) {
 	}
 }
 
+// TestCoalesceAcrossReplicasOutlivesLease: a stream three times longer
+// than the lease's TTL (1 s: the upstream timeout) still makes one
+// upstream call for identical requests on three replicas: its holder
+// renews the lease while the stream runs, so the waiters wait for its
+// entry instead of going upstream when the first TTL ends.
+func TestCoalesceAcrossReplicasOutlivesLease(t *testing.T) {
+	m := startMemcached(t)
+	up := newFake(t, sseHandler(streamScript{words: []string{"a ", "long ", "answer ", "that ", "outlives ", "its ", "lease"}, delay: 450 * time.Millisecond}))
+	ps := startReplicas(t, 3, testConfig(memcachedYAML(m.Addr()), upstreamTimeoutYAML("one", up.BaseURL(), "1s")))
+	body := `{"model":"m","stream":true,"messages":[{"role":"user","content":"a stream longer than the lease"}]}`
+	start := time.Now()
+	xc, bodies := burst(t, ps, 4, body, func(r *http.Response) string {
+		evs, err := readEvents(t, r)
+		text, complete := streamText(evs)
+		if err != nil || !complete {
+			return fmt.Sprintf("incomplete stream (%v): %q", err, text)
+		}
+		return text
+	})
+	t.Logf("12 requests over 3 replicas in %v: %d upstream call(s), X-Cache %v", time.Since(start).Round(time.Millisecond), up.Calls(), countValues(xc))
+	if up.Calls() != 1 {
+		t.Errorf("upstream calls %d, want 1: the waiters went upstream when the lease's first TTL ended", up.Calls())
+	}
+	for i, b := range bodies {
+		if b != "a long answer that outlives its lease" {
+			t.Errorf("answer %d: %q", i, b)
+		}
+	}
+	var renewed float64
+	for _, p := range ps {
+		renewed += scrape(t, p.URL, `switchyard_cache_leases_total{result="renewed"}`)
+	}
+	if renewed < 3 {
+		t.Errorf("lease renewals %v, want >= 3 (every half second of a 3 s stream)", renewed)
+	}
+}
+
 // TestCoalesceAcrossReplicasHolderKilled: the replica holding the lease is
 // SIGKILLed mid-call; the lease expires after its TTL and the waiting
 // replica goes upstream itself.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -14,19 +15,19 @@ import (
 // upstream call per key per replica; with memcached shared by several
 // replicas, the first replica to miss on a key also takes a lease on it,
 // a memcached add of "<key>:lease" that expires after about the upstream
-// timeout. Another replica's flight leader that finds the lease taken
-// polls memcached for the entry (20 ms, then 1.5 times longer each time, at
-// most 200 ms apart) and serves it as a HIT (it is read from the shared
-// cache); its own in-process followers get it as COALESCED. It stops waiting as soon as the
-// lease is gone: its holder released it without an entry (an error, an
-// answer not cached) or died and it expired. It then goes upstream itself,
-// without taking the lease again: the holder's failure has already cost
-// the waiters one wait, a second leader would double it, and the calls
-// stay bounded by one per replica. A waiter also stops past the lease's
-// TTL (plus memcached's one-second clock) and on any memcached error.
-//
-// A stream that outlives the lease's TTL (streams have no whole-answer
-// deadline) lets the waiters go upstream at the TTL.
+// timeout. Its holder renews it (touch) every half TTL while its call is
+// in flight, so a long call or stream keeps it, and a holder that dies
+// loses it within one TTL. Another replica's flight leader that finds the
+// lease taken polls memcached for the entry (20 ms, then 1.5 times longer
+// each time, at most 200 ms apart) and serves it as a HIT (it is read
+// from the shared cache); its own in-process followers get it as
+// COALESCED. It stops waiting as soon as the lease is gone: its holder
+// released it without an entry (an error, an answer not cached) or died
+// and it expired. It then goes upstream itself, without taking the lease
+// again: the holder's failure has already cost the waiters one wait, a
+// second leader would double it, and the calls stay bounded by one per
+// replica. A waiter also stops after coalesceWait, as an in-process
+// follower does, and on any memcached error.
 
 // Leases is what coalescing across replicas needs of the store every
 // replica shares (cache.Memcached).
@@ -39,6 +40,9 @@ type Leases interface {
 	// Get returns the value under key, or an error (a miss: see
 	// Options.IsMiss).
 	Get(key string) ([]byte, error)
+	// Touch sets key's expiry to ttl from now, and returns
+	// cache.ErrNotStored if key is absent.
+	Touch(key string, ttl time.Duration) error
 }
 
 var _ Leases = (*cache.Memcached)(nil)
@@ -46,8 +50,8 @@ var _ Leases = (*cache.Memcached)(nil)
 const (
 	leasePollFirst = 20 * time.Millisecond
 	leasePollMax   = 200 * time.Millisecond
-	// leaseClock is memcached's expiry granularity: an item outlives its
-	// TTL by up to a second.
+	// leaseClock is memcached's expiry granularity: an item stored for n
+	// seconds lives between n-1 and n seconds.
 	leaseClock = time.Second
 	// leaseMargin: a holder that took longer than its lease's TTL less
 	// this leaves the lease to expire rather than delete it, since by then
@@ -58,6 +62,7 @@ const (
 // Results of switchyard_cache_leases_total{result}.
 const (
 	leaseTaken   = "taken"   // this replica took the lease and went upstream
+	leaseRenewed = "renewed" // its holder renewed it, its call still in flight
 	leaseHit     = "hit"     // waited, and served the entry another replica stored
 	leaseGone    = "gone"    // waited; the lease was released or expired without an entry: went upstream
 	leaseTimeout = "timeout" // waited the lease's TTL: went upstream
@@ -66,6 +71,7 @@ const (
 
 var leaseResults = map[string]*metrics.Counter{
 	leaseTaken:   metrics.NewCounter(`switchyard_cache_leases_total{result="taken"}`),
+	leaseRenewed: metrics.NewCounter(`switchyard_cache_leases_total{result="renewed"}`),
 	leaseHit:     metrics.NewCounter(`switchyard_cache_leases_total{result="hit"}`),
 	leaseGone:    metrics.NewCounter(`switchyard_cache_leases_total{result="gone"}`),
 	leaseTimeout: metrics.NewCounter(`switchyard_cache_leases_total{result="timeout"}`),
@@ -75,7 +81,8 @@ var leaseResults = map[string]*metrics.Counter{
 // lease is a lease a flight holds.
 type lease struct {
 	key   string
-	until time.Time // its expiry
+	until *atomic.Int64               // its expiry (Unix ns), pushed on by each renewal
+	renew *atomic.Pointer[time.Timer] // the next renewal
 }
 
 // leaseKey is the lease's key for an entry's key: a suffix no entry key
@@ -102,10 +109,14 @@ func (s *Server) awaitLease(ctx *fasthttp.RequestCtx, c *call, fl *flight) bool 
 	lk := leaseKey(c.key)
 	ttl := leaseTTL(c.st)
 	taken := time.Now()
-	err := s.leases.Add(lk, []byte(c.rid), ttl)
+	// memcached counts whole seconds from its own clock's last tick: an
+	// item stored for n seconds lives between n-1 and n. One second more
+	// makes the lease last at least its TTL, so that renewals every half
+	// TTL always find it.
+	err := s.leases.Add(lk, []byte(c.rid), ttl+leaseClock)
 	switch {
 	case err == nil:
-		fl.lease = lease{key: lk, until: taken.Add(ttl)}
+		fl.lease = s.keepLease(lk, ttl, taken, fl.done)
 		leaseResults[leaseTaken].Inc()
 		return false
 	case !errors.Is(err, cache.ErrNotStored):
@@ -113,7 +124,7 @@ func (s *Server) awaitLease(ctx *fasthttp.RequestCtx, c *call, fl *flight) bool 
 		s.log.Debug("cache lease", "err", err)
 		return false
 	}
-	raw, result := s.pollLease(c.key, lk, taken.Add(ttl+leaseClock))
+	raw, result := s.pollLease(c.key, lk, taken.Add(coalesceWait))
 	leaseResults[result].Inc()
 	if result != leaseHit || !s.serveEntry(ctx, c, raw, cacheHit) {
 		return false
@@ -157,12 +168,46 @@ func (s *Server) pollLease(key, lk string, deadline time.Time) ([]byte, string) 
 	}
 }
 
+// keepLease returns the lease lk, taken at taken for ttl, and renews it
+// every ttl/2 until done is closed (the flight ended) or it is released.
+// A renewal that finds it gone (it expired while memcached was slow, or
+// memcached lost it) or fails stops renewing: the waiters then go
+// upstream, as they would for a dead holder.
+func (s *Server) keepLease(lk string, ttl time.Duration, taken time.Time, done <-chan struct{}) lease {
+	l := lease{key: lk, until: new(atomic.Int64), renew: new(atomic.Pointer[time.Timer])}
+	l.until.Store(taken.Add(ttl).UnixNano())
+	var renew func()
+	renew = func() {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		at := time.Now()
+		if err := s.leases.Touch(lk, ttl+leaseClock); err != nil {
+			s.log.Debug("cache lease renewal", "err", err)
+			return
+		}
+		leaseResults[leaseRenewed].Inc()
+		l.until.Store(at.Add(ttl).UnixNano())
+		l.renew.Load().Reset(ttl / 2)
+	}
+	l.renew.Store(time.AfterFunc(ttl/2, renew))
+	return l
+}
+
 // held reports whether a lease is one to release: taken, and not (nearly)
 // expired, when another replica may hold the key by now.
-func (l lease) held() bool { return l.key != "" && time.Until(l.until) >= leaseMargin }
+func (l lease) held() bool {
+	return l.key != "" && time.Until(time.Unix(0, l.until.Load())) >= leaseMargin
+}
 
-// releaseLease deletes a lease its holder is done with.
+// releaseLease deletes a lease its holder is done with, and stops its
+// renewals.
 func (s *Server) releaseLease(l lease) {
+	if l.renew != nil {
+		l.renew.Load().Stop()
+	}
 	if !l.held() {
 		return
 	}

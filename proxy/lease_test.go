@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +18,18 @@ type fakeLeases struct {
 	mu      sync.Mutex
 	m       map[string][]byte
 	gets    int
+	touches int
 	GetFunc func(key string) ([]byte, error)
+}
+
+func (f *fakeLeases) Touch(key string, ttl time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.m[key]; !ok {
+		return cache.ErrNotStored
+	}
+	f.touches++
+	return nil
 }
 
 func (f *fakeLeases) Add(key string, value []byte, ttl time.Duration) error {
@@ -141,18 +153,61 @@ func TestLeaseTTL(t *testing.T) {
 }
 
 func TestLeaseHeld(t *testing.T) {
+	until := func(d time.Duration) *atomic.Int64 {
+		v := new(atomic.Int64)
+		v.Store(time.Now().Add(d).UnixNano())
+		return v
+	}
 	for _, tc := range []struct {
 		name string
 		l    lease
 		want bool
 	}{
 		{"none", lease{}, false},
-		{"fresh", lease{key: "k:lease", until: time.Now().Add(10 * time.Second)}, true},
-		{"nearly expired: another replica may hold it", lease{key: "k:lease", until: time.Now().Add(100 * time.Millisecond)}, false},
-		{"expired", lease{key: "k:lease", until: time.Now().Add(-time.Second)}, false},
+		{"fresh", lease{key: "k:lease", until: until(10 * time.Second)}, true},
+		{"nearly expired: another replica may hold it", lease{key: "k:lease", until: until(100 * time.Millisecond)}, false},
+		{"expired", lease{key: "k:lease", until: until(-time.Second)}, false},
 	} {
 		if got := tc.l.held(); got != tc.want {
 			t.Errorf("%s: held %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// TestKeepLease: a lease is renewed every half TTL while its flight runs,
+// which keeps it held past its first TTL; renewals stop when the flight
+// ends, and when the lease is found gone.
+func TestKeepLease(t *testing.T) {
+	const lk = "ns:v1:abc:lease"
+	f := &fakeLeases{m: map[string][]byte{lk: []byte("holder")}}
+	s := leaseServer(f)
+	done := make(chan struct{})
+	start := time.Now()
+	l := s.keepLease(lk, 200*time.Millisecond, start, done)
+	time.Sleep(700 * time.Millisecond) // three half-TTLs and more
+	f.mu.Lock()
+	touches := f.touches
+	f.mu.Unlock()
+	if until := time.Unix(0, l.until.Load()); touches < 3 || !until.After(start.Add(400*time.Millisecond)) {
+		t.Fatalf("after 700ms: %d renewals, expiry %v after the start; want >= 3, pushed on", touches, until.Sub(start))
+	}
+	close(done)
+	time.Sleep(300 * time.Millisecond)
+	f.mu.Lock()
+	after := f.touches
+	f.mu.Unlock()
+	if after > touches+1 {
+		t.Errorf("renewed %d times after the flight ended", after-touches)
+	}
+	s.releaseLease(l)
+
+	// Gone (expired, or memcached lost it): the renewals stop.
+	f2 := &fakeLeases{m: map[string][]byte{}}
+	s2 := leaseServer(f2)
+	l2 := s2.keepLease(lk, 200*time.Millisecond, time.Now(), make(chan struct{}))
+	time.Sleep(500 * time.Millisecond)
+	if f2.touches != 0 {
+		t.Errorf("a missing lease was renewed %d times", f2.touches)
+	}
+	s2.releaseLease(l2)
 }

@@ -65,7 +65,7 @@ const (
 	leaseRenewed = "renewed" // its holder renewed it, its call still in flight
 	leaseHit     = "hit"     // waited, and served the entry another replica stored
 	leaseGone    = "gone"    // waited; the lease was released or expired without an entry: went upstream
-	leaseTimeout = "timeout" // waited the lease's TTL: went upstream
+	leaseTimeout = "timeout" // waited coalesceWait, the lease still held: went upstream
 	leaseError   = "error"   // memcached failed: went upstream without waiting any further
 )
 
@@ -176,8 +176,7 @@ func (s *Server) pollLease(key, lk string, deadline time.Time) ([]byte, string) 
 func (s *Server) keepLease(lk string, ttl time.Duration, taken time.Time, done <-chan struct{}) lease {
 	l := lease{key: lk, until: new(atomic.Int64), renew: new(atomic.Pointer[time.Timer])}
 	l.until.Store(taken.Add(ttl).UnixNano())
-	var renew func()
-	renew = func() {
+	renew := func() {
 		select {
 		case <-done:
 			return

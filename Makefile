@@ -12,7 +12,7 @@ run:
 # start their own memcached processes on free 127.0.0.1 ports), then runs
 # every test with the race detector.
 test: deps node-deps
-	go test -race -timeout 12m ./...
+	go test -race -timeout 15m ./...
 
 deps:
 	@scripts/install-deps.sh

@@ -103,7 +103,16 @@ func TestAudioTranscriptStreamIsLive(t *testing.T) {
 	resp.Body.Close()
 	got := string(raw)
 	if !strings.Contains(got, `"delta":"see "`) || !strings.Contains(got, `"type":"error"`) || !strings.Contains(got, "stream_interrupted") ||
-		strings.Contains(got, "transcript.text.done") {
+		strings.Contains(got, `"type":"transcript.text.done"`) || strings.Contains(got, "sequence_number") {
 		t.Errorf("a cut transcript stream: %q", got)
+	}
+
+	// X-Stream-Commit: complete reads the whole stream first: the same
+	// cut is then a failure before the commit, answered as an error, with
+	// no partial stream.
+	resp = postUpload(t, p.URL+"/v1/audio/transcriptions", body, ctype, false, "X-Stream-Commit", "complete")
+	got = string(readAll(t, resp))
+	if _, _, code := apiErr(t, []byte(got)); resp.StatusCode != 502 || code != "upstream_error" || strings.Contains(got, "delta") {
+		t.Errorf("a cut transcript stream in complete mode: %d %q", resp.StatusCode, got)
 	}
 }

@@ -418,20 +418,25 @@ func ResponseStreamText(stream []byte) []byte {
 // and, as OpenAI's own servers also send it, the same error as an "error"
 // object: openai-python, openai-node and openai-go raise an APIError for an
 // event whose data has a top-level "error", so the app sees the failure
-// rather than an event it may not look at.
+// rather than an event it may not look at. A negative seq leaves
+// sequence_number out: transcript streams number no events.
 func ResponseErrorEvent(message, typ, code string, seq int64) []byte {
 	e := errorObject{Message: message, Type: typ}
 	if code != "" {
 		e.Code = &code
+	}
+	var n *int64
+	if seq >= 0 {
+		n = &seq
 	}
 	b, err := json.Marshal(struct {
 		Type    string      `json:"type"`
 		Code    *string     `json:"code"`
 		Message string      `json:"message"`
 		Param   *string     `json:"param"`
-		Seq     int64       `json:"sequence_number"`
+		Seq     *int64      `json:"sequence_number,omitempty"`
 		Error   errorObject `json:"error"`
-	}{"error", e.Code, message, nil, seq, e})
+	}{"error", e.Code, message, nil, n, e})
 	if err != nil {
 		panic("BUG: marshal error event: " + err.Error())
 	}

@@ -122,6 +122,9 @@ func (s *Server) handleUpload(ctx *fasthttp.RequestCtx, start time.Time, r *apiR
 	}
 	c.req = af.Request
 	c.req.Stream = af.Stream
+	if af.Stream {
+		c.complete = commitComplete(st, &ctx.Request.Header)
+	}
 	// The cache sees the upload as its canonical document: the key, the
 	// coalescing and X-Cache-Key work as for a JSON body.
 	c.body = openai.AudioCacheDocument(parts)

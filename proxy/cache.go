@@ -140,7 +140,7 @@ func (s *Server) serveFromCache(ctx *fasthttp.RequestCtx, c *call) bool {
 		writeError(ctx, fasthttp.StatusGatewayTimeout, "no cached answer for this request (Cache-Control: only-if-cached)", typeInvalidRequest, "", codeCacheMiss)
 		return true
 	}
-	f, leader := s.flights.join(c.key)
+	f, leader := s.flights.join(c.key, s.leases != nil)
 	if leader {
 		c.flight = f
 		if s.leases != nil && c.ttl > 0 && s.awaitLease(ctx, c, f) {
@@ -168,8 +168,14 @@ func (s *Server) follow(ctx *fasthttp.RequestCtx, c *call, f *flight) bool {
 	}
 	t := time.NewTimer(coalesceWait)
 	defer t.Stop()
+	calling := f.calling // nil without leases: never ready
 	for {
 		select {
+		case <-calling:
+			// The leader waited on another replica's lease, and now calls
+			// the upstream itself: wait for that call as long again.
+			calling = nil
+			t.Reset(coalesceWait)
 		case <-f.done:
 			if f.entry != nil && s.serveEntry(ctx, c, f.entry, cacheCoalesced) {
 				coalescedTotal.Inc()
@@ -310,6 +316,9 @@ type flight struct {
 	published bool
 	live      chan struct{}
 	lease     lease // the cross-replica lease the leader holds, if any (see awaitLease)
+	// calling, with leases on, is closed when the leader, having waited on
+	// another replica's lease, goes upstream itself (see follow).
+	calling chan struct{}
 }
 
 // liveChan returns a channel closed once f's stream can be followed (at
@@ -336,13 +345,19 @@ func (f *flights) publish(fl *flight) {
 	}
 }
 
-func (f *flights) join(key string) (*flight, bool) {
+// join returns the flight of key, and true when the caller starts it and
+// leads it. withLeases: the leader may wait on another replica's lease
+// (its flight has a calling channel).
+func (f *flights) join(key string, withLeases bool) (*flight, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if fl, ok := f.m[key]; ok {
 		return fl, false
 	}
 	fl := &flight{done: make(chan struct{})}
+	if withLeases {
+		fl.calling = make(chan struct{})
+	}
 	f.m[key] = fl
 	return fl, true
 }

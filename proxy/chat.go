@@ -78,13 +78,7 @@ func (s *Server) handleAPI(ctx *fasthttp.RequestCtx, start time.Time, r *apiRout
 	c.req, c.body = req, body
 	c.header = &ctx.Request.Header
 	if req.Stream {
-		c.complete = st.cfg.Streaming.Commit == config.CommitComplete
-		switch strings.ToLower(string(ctx.Request.Header.Peek("X-Stream-Commit"))) {
-		case config.CommitComplete:
-			c.complete = true
-		case config.CommitFirstEvent:
-			c.complete = false
-		}
+		c.complete = commitComplete(st, &ctx.Request.Header)
 	}
 
 	var buf [8]policy.Target // most requests have few targets: no allocation
@@ -100,6 +94,19 @@ func (s *Server) handleAPI(ctx *fasthttp.RequestCtx, start time.Time, r *apiRout
 		return
 	}
 	c.handedOff = s.forward(ctx, c, targets)
+}
+
+// commitComplete reports whether a stream request commits only once the
+// whole upstream stream is read: streaming.commit, or the request's
+// X-Stream-Commit.
+func commitComplete(st *state, h *fasthttp.RequestHeader) bool {
+	switch strings.ToLower(string(h.Peek("X-Stream-Commit"))) {
+	case config.CommitComplete:
+		return true
+	case config.CommitFirstEvent:
+		return false
+	}
+	return st.cfg.Streaming.Commit == config.CommitComplete
 }
 
 // admit starts an API request on route r: it counts it in flight, gives

@@ -127,6 +127,9 @@ func (s *Server) awaitLease(ctx *fasthttp.RequestCtx, c *call, fl *flight) bool 
 	raw, result := s.pollLease(c.key, lk, taken.Add(coalesceWait))
 	leaseResults[result].Inc()
 	if result != leaseHit || !s.serveEntry(ctx, c, raw, cacheHit) {
+		// This replica calls the upstream after all: its followers, who
+		// have waited as long, wait for that call afresh.
+		close(fl.calling)
 		return false
 	}
 	s.finishFlight(c, raw)
@@ -169,10 +172,13 @@ func (s *Server) pollLease(key, lk string, deadline time.Time) ([]byte, string) 
 }
 
 // keepLease returns the lease lk, taken at taken for ttl, and renews it
-// every ttl/2 until done is closed (the flight ended) or it is released.
-// A renewal that finds it gone (it expired while memcached was slow, or
-// memcached lost it) or fails stops renewing: the waiters then go
-// upstream, as they would for a dead holder.
+// every ttl/2 until done is closed (the flight ended), it is released, or
+// maxStreamDuration has passed (a flight that never ends must not hold
+// the key forever). A renewal that finds it gone (it expired while
+// memcached was slow, or memcached lost it) stops renewing, and the lease
+// is no longer held: another replica may hold the key by now, so it is
+// not deleted either. A renewal that fails is tried again at the next
+// tick.
 func (s *Server) keepLease(lk string, ttl time.Duration, taken time.Time, done <-chan struct{}) lease {
 	l := lease{key: lk, until: new(atomic.Int64), renew: new(atomic.Pointer[time.Timer])}
 	l.until.Store(taken.Add(ttl).UnixNano())
@@ -183,12 +189,20 @@ func (s *Server) keepLease(lk string, ttl time.Duration, taken time.Time, done <
 		default:
 		}
 		at := time.Now()
-		if err := s.leases.Touch(lk, ttl+leaseClock); err != nil {
-			s.log.Debug("cache lease renewal", "err", err)
+		if at.Sub(taken) > maxStreamDuration {
 			return
 		}
-		leaseResults[leaseRenewed].Inc()
-		l.until.Store(at.Add(ttl).UnixNano())
+		switch err := s.leases.Touch(lk, ttl+leaseClock); {
+		case err == nil:
+			leaseResults[leaseRenewed].Inc()
+			l.until.Store(at.Add(ttl).UnixNano())
+		case errors.Is(err, cache.ErrNotStored):
+			l.until.Store(0)
+			return
+		default:
+			leaseResults[leaseError].Inc()
+			s.log.Debug("cache lease renewal", "err", err)
+		}
 		l.renew.Load().Reset(ttl / 2)
 	}
 	l.renew.Store(time.AfterFunc(ttl/2, renew))

@@ -204,10 +204,22 @@ func TestKeepLease(t *testing.T) {
 	// Gone (expired, or memcached lost it): the renewals stop.
 	f2 := &fakeLeases{m: map[string][]byte{}}
 	s2 := leaseServer(f2)
-	l2 := s2.keepLease(lk, 200*time.Millisecond, time.Now(), make(chan struct{}))
-	time.Sleep(500 * time.Millisecond)
+	l2 := s2.keepLease(lk, 2*time.Second, time.Now(), make(chan struct{}))
+	if !l2.held() {
+		t.Fatal("a fresh 2 s lease is not held")
+	}
+	time.Sleep(1500 * time.Millisecond) // one renewal, at 1 s
 	if f2.touches != 0 {
 		t.Errorf("a missing lease was renewed %d times", f2.touches)
 	}
+	// Found gone: no longer held, so not deleted (another replica may
+	// hold the key by now).
+	if l2.held() {
+		t.Error("a lease found gone is still held")
+	}
+	f2.set(lk, []byte("another replica"))
 	s2.releaseLease(l2)
+	if got, err := f2.Get(lk); err != nil || string(got) != "another replica" {
+		t.Errorf("releasing a lost lease deleted another replica's: %q, %v", got, err)
+	}
 }

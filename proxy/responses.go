@@ -72,7 +72,7 @@ var errCutResponse error = cutResponse{}
 type cutResponse struct{}
 
 func (cutResponse) Error() string {
-	return "stream ended before its terminal event (response.completed or response.incomplete)"
+	return "stream ended before its terminal event (response.completed, response.incomplete or transcript.text.done)"
 }
 
 // Is makes errors.Is(err, errCutStream) hold: every cut stream is one.
@@ -191,8 +191,11 @@ func (r *relay) nextResponse(raw []byte) []byte {
 // failEvent is the in-band error event that ends a client's stream the
 // proxy cannot finish, in the endpoint's shape.
 func (r *relay) failEvent(message, code string) []byte {
-	if r.c.req.Endpoint.TypedEvents() {
+	switch {
+	case r.c.req.Endpoint == openai.Responses:
 		return openai.ResponseErrorEvent(message, typeServer, code, r.r.rs.next)
+	case r.c.req.Endpoint.TypedEvents(): // a transcript stream: its events are not numbered
+		return openai.ResponseErrorEvent(message, typeServer, code, -1)
 	}
 	return errorEvent(message, code)
 }

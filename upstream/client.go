@@ -522,7 +522,7 @@ func (c *Client) Do(r *Request) (*Response, error) {
 	}
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
-		return nil, c.wrapErr(err, r.Stream)
+		return nil, c.wrapErr(err, r.Stream && !upload) // an upload's deadline is the timeout, not the first token's
 	}
 	if r.Stream && !upload {
 		// The headers are in: the body's reads push the deadline. A

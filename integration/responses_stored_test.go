@@ -210,3 +210,25 @@ func TestResponsesStoredWithoutRecord(t *testing.T) {
 		t.Errorf("unknown id, a failing: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestResponsesStoredNoUpstream: with no upstream that could hold a
+// stored response, the proxy says why: 404 when none lists responses,
+// 503 when those that do have no API key.
+func TestResponsesStoredNoUpstream(t *testing.T) {
+	up := newFake(t, respFake{prefix: "resp_a"}.handler())
+	chatOnly := upstreamYAML("chat_only", up.BaseURL(), "k1", 1, "    endpoints: [chat/completions]\n")
+	p := startProxy(t, testConfig("", chatOnly))
+	resp, body := doStored(t, "GET", p.URL+"/v1/responses/resp_a_1")
+	if _, typ, code := apiErr(t, body); resp.StatusCode != 404 || typ != "invalid_request_error" || code != "not_found" {
+		t.Errorf("no upstream lists responses: %d %s", resp.StatusCode, body)
+	}
+	noKey := strings.Replace(upstreamYAML("keyless", up.BaseURL(), "k2", 1, ""), "api_key: k2", `api_key: ""`, 1)
+	p = startProxy(t, testConfig("", chatOnly, noKey))
+	resp, body = doStored(t, "GET", p.URL+"/v1/responses/resp_a_1")
+	if msg, _, code := apiErr(t, body); resp.StatusCode != 503 || code != "no_upstream_available" || !strings.Contains(msg, "keyless") {
+		t.Errorf("the upstream serving responses has no key: %d %s", resp.StatusCode, body)
+	}
+	if up.Calls() != 0 {
+		t.Errorf("the upstream was called %d times", up.Calls())
+	}
+}

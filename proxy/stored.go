@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -117,15 +118,28 @@ func (s *Server) handleStoredResponse(ctx *fasthttp.RequestCtx, start time.Time,
 			candidates, c.sticky = append(candidates, u), holder
 		}
 	}
+	var unconfigured []string
 	if c.sticky == "" {
 		for _, u := range st.upstreams {
-			if u.Serves(openai.Responses) && u.Configured() {
+			switch {
+			case !u.Serves(openai.Responses):
+			case u.Configured():
 				candidates = append(candidates, u)
+			default:
+				unconfigured = append(unconfigured, u.Name)
 			}
 		}
 	}
-	if len(candidates) == 0 {
-		writeError(ctx, fasthttp.StatusNotFound, "no configured upstream serves /v1/responses, so none holds stored responses", typeInvalidRequest, "", codeNotFound)
+	switch {
+	case len(candidates) > 0:
+	case len(unconfigured) > 0:
+		ctx.Response.Header.Set("x-should-retry", "false")
+		writeError(ctx, fasthttp.StatusServiceUnavailable,
+			fmt.Sprintf("no upstream serving /v1/responses has an API key configured (unconfigured: %s)", strings.Join(unconfigured, ", ")),
+			typeServer, "", codeNoUpstream)
+		return
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, "no upstream lists responses in its endpoints, so none holds stored responses", typeInvalidRequest, "", codeNotFound)
 		return
 	}
 

@@ -112,24 +112,7 @@ func (s *Server) handleStoredResponse(ctx *fasthttp.RequestCtx, start time.Time,
 	if q := ctx.URI().QueryString(); len(q) > 0 {
 		path += "?" + string(q)
 	}
-	var candidates []*upstream.Client
-	if holder := s.stickyHolder(c, stickyResponse, id); holder != "" {
-		if u := st.byName[holder]; u != nil && u.Serves(openai.Responses) && u.Configured() {
-			candidates, c.sticky = append(candidates, u), holder
-		}
-	}
-	var unconfigured []string
-	if c.sticky == "" {
-		for _, u := range st.upstreams {
-			switch {
-			case !u.Serves(openai.Responses):
-			case u.Configured():
-				candidates = append(candidates, u)
-			default:
-				unconfigured = append(unconfigured, u.Name)
-			}
-		}
-	}
+	candidates, unconfigured := s.storedCandidates(c, id)
 	switch {
 	case len(candidates) > 0:
 	case len(unconfigured) > 0:
@@ -210,6 +193,29 @@ func (s *Server) handleStoredResponse(ctx *fasthttp.RequestCtx, start time.Time,
 		// Some could not be asked, or failed: the id may live there.
 		s.answerAllFailed(ctx, c, failed, skipped, targets)
 	}
+}
+
+// storedCandidates returns the upstreams to ask about the stored response
+// id: the one its record names (c.sticky is then set), else every one
+// serving /v1/responses with a key, in config order, and the names of
+// those serving it without a key.
+func (s *Server) storedCandidates(c *call, id string) (candidates []*upstream.Client, unconfigured []string) {
+	if holder := s.stickyHolder(c, stickyResponse, id); holder != "" {
+		if u := c.st.byName[holder]; u != nil && u.Serves(openai.Responses) && u.Configured() {
+			c.sticky = holder
+			return []*upstream.Client{u}, nil
+		}
+	}
+	for _, u := range c.st.upstreams {
+		switch {
+		case !u.Serves(openai.Responses):
+		case u.Configured():
+			candidates = append(candidates, u)
+		default:
+			unconfigured = append(unconfigured, u.Name)
+		}
+	}
+	return candidates, unconfigured
 }
 
 // saysNotHeld reports whether an upstream's answer to an operation on a

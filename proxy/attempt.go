@@ -170,6 +170,16 @@ func (c *call) exchange(r *attemptResult, req *upstream.Request) (verdict.Answer
 	return verdict.Answer{Provider: r.u.Provider, Status: resp.Status, RateLimit: resp.RateLimit, Body: resp.Body}, true
 }
 
+// failBeforeCommit ends an attempt whose stream failed before its commit
+// point: the stream is released, and err (with the in-band error body,
+// when the upstream sent one) is the attempt's verdict.
+func (r *attemptResult) failBeforeCommit(err error, inBand []byte) {
+	r.release()
+	r.err = err
+	r.v = verdict.Classify(verdict.Answer{Provider: r.u.Provider, Status: r.resp.Status, RateLimit: r.resp.RateLimit,
+		Body: inBand, InBand: inBand != nil, Err: err})
+}
+
 // readToCommit reads a stream to its commit point: the first data event,
 // or in complete mode the whole stream, bounded like a plain answer by the
 // upstream's timeout and max_response_bytes. A failure before it is the
@@ -182,15 +192,9 @@ func (s *Server) readToCommit(c *call, r *attemptResult) {
 	u, resp := r.u, r.resp
 	deadline := r.start.Add(u.Timeout())
 	size := 0
-	fail := func(err error, inBand []byte) {
-		r.release()
-		r.err = err
-		r.v = verdict.Classify(verdict.Answer{Provider: u.Provider, Status: resp.Status, RateLimit: resp.RateLimit,
-			Body: inBand, InBand: inBand != nil, Err: err})
-	}
 	for {
 		if c.complete && (size > c.st.cfg.MaxResponseBytes || time.Now().After(deadline)) {
-			fail(fmt.Errorf("upstream %s: %w", u.Name, errCompleteBound), nil)
+			r.failBeforeCommit(fmt.Errorf("upstream %s: %w", u.Name, errCompleteBound), nil)
 			return
 		}
 		raw, err := resp.Stream.Next()
@@ -203,12 +207,12 @@ func (s *Server) readToCommit(c *call, r *attemptResult) {
 				}
 				err = fmt.Errorf("upstream %s: %w", u.Name, errCutStream)
 			}
-			fail(err, nil)
+			r.failBeforeCommit(err, nil)
 			return
 		}
 		ev := openai.ReadEvent(raw)
 		if ev.Failed() {
-			fail(inBandError(u.Name, ev.Data), nonNil(ev.Data))
+			r.failBeforeCommit(inBandError(u.Name, ev.Data), nonNil(ev.Data))
 			return
 		}
 		if ev.IsData && !ev.Done && !ev.Chunk.Valid {
@@ -230,7 +234,7 @@ func (s *Server) readToCommit(c *call, r *attemptResult) {
 			if c.complete && r.finishes.Any() && !r.finishes.Complete() {
 				// [DONE] with a choice unfinished: a cut answer, and in
 				// complete mode nothing has reached the client yet.
-				fail(fmt.Errorf("upstream %s: %w", u.Name, errCutStream), nil)
+				r.failBeforeCommit(fmt.Errorf("upstream %s: %w", u.Name, errCutStream), nil)
 				return
 			}
 			r.ended = true

@@ -98,15 +98,9 @@ func (s *Server) readResponsesToCommit(c *call, r *attemptResult) {
 	u, resp := r.u, r.resp
 	deadline := r.start.Add(u.Timeout())
 	size := 0
-	fail := func(err error, inBand []byte) {
-		r.release()
-		r.err = err
-		r.v = verdict.Classify(verdict.Answer{Provider: u.Provider, Status: resp.Status, RateLimit: resp.RateLimit,
-			Body: inBand, InBand: inBand != nil, Err: err})
-	}
 	for {
 		if c.complete && (size > c.st.cfg.MaxResponseBytes || time.Now().After(deadline)) {
-			fail(fmt.Errorf("upstream %s: %w", u.Name, errCompleteBound), nil)
+			r.failBeforeCommit(fmt.Errorf("upstream %s: %w", u.Name, errCompleteBound), nil)
 			return
 		}
 		raw, err := resp.Stream.Next()
@@ -114,17 +108,17 @@ func (s *Server) readResponsesToCommit(c *call, r *attemptResult) {
 			if errors.Is(err, io.EOF) {
 				err = fmt.Errorf("upstream %s: %w", u.Name, errCutResponse)
 			}
-			fail(err, nil)
+			r.failBeforeCommit(err, nil)
 			return
 		}
 		ev := openai.ReadResponseEvent(raw)
 		switch {
 		case ev.Failed():
 			body := ev.ErrorBody()
-			fail(inBandError(u.Name, body), body)
+			r.failBeforeCommit(inBandError(u.Name, body), body)
 			return
 		case ev.Done: // [DONE] before a terminal event: a cut answer
-			fail(fmt.Errorf("upstream %s: %w", u.Name, errCutResponse), nil)
+			r.failBeforeCommit(fmt.Errorf("upstream %s: %w", u.Name, errCutResponse), nil)
 			return
 		case ev.IsData && !ev.Valid:
 			invalidSSETotal.Inc()
